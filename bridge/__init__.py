@@ -1,0 +1,3 @@
+"""partnero-bridge: payment-provider webhooks in, Partnero transactions out, exactly once."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""The HTTP side: `POST /webhooks/{endpoint}` ingest, health and readiness.
+
+The ingest handler reads as the whole story: find the endpoint → read the body within the limit →
+verify the signature → store the call durably → answer 200 and wake the worker. Parsing and delivery
+happen later, in the worker, on the stored call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bridge.config import Config, Endpoint
+from bridge.delivery import Worker
+from bridge.store.base import Store
+from providers.base import SignatureError, WebhookRequest, body_hash
+
+log = logging.getLogger("bridge.app")
+
+# never stored: they carry credentials (Gumroad's Basic auth) or the caller's session
+_UNSTORED_HEADERS = {"authorization", "cookie", "proxy-authorization"}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing past `limit` bytes without buffering the rest."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def stored_query(query_string: str, secrets: tuple[str, ...]) -> str:
+    """The query string with any parameter equal to a configured secret (Gumroad's `?token=`) redacted."""
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    return urlencode([(k, "[redacted]" if v in secrets else v) for k, v in pairs])
+
+
+def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette:
+    async def ingest(request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["endpoint"]
+        endpoint = config.endpoints.get(name)
+        if endpoint is None:
+            return _answer(404, "unknown endpoint", name, started)
+        try:
+            body = await read_body(request, config.server.max_body_bytes)
+        except BodyTooLarge:
+            return _answer(413, f"body over {config.server.max_body_bytes} bytes", name, started)
+        webhook = WebhookRequest(
+            method=request.method,
+            path=request.url.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            query_string=request.url.query,
+        )
+        try:
+            endpoint.adapter.verify(webhook, time.time())
+        except SignatureError as exc:
+            return _answer(401, str(exc), name, started)
+        duplicate = await _store(endpoint, webhook)
+        if duplicate is None:
+            # the provider must try again: 503 is a retry signal everywhere (Gumroad retries no 4xx)
+            return _answer(503, "storage unavailable, retry later", name, started)
+        if worker is not None and not duplicate:
+            worker.wake()
+        return _answer(200, "duplicate" if duplicate else "stored", name, started)
+
+    async def _store(endpoint: Endpoint, webhook: WebhookRequest) -> bool | None:
+        try:
+            delivery_id = endpoint.adapter.delivery_id(webhook)
+        except Exception:
+            delivery_id = body_hash(webhook.body)
+        headers = {k: v for k, v in webhook.headers.items() if k not in _UNSTORED_HEADERS}
+        query = stored_query(webhook.query_string, endpoint.adapter.secrets)
+        received_at = time.time()
+        try:
+            _, is_new = await store.run(
+                lambda tx: tx.insert_call(
+                    endpoint.name,
+                    delivery_id,
+                    received_at,
+                    webhook.method,
+                    webhook.path,
+                    query,
+                    headers,
+                    webhook.body,
+                )
+            )
+        except Exception:
+            log.exception("storing a call for %s failed", endpoint.name)
+            return None
+        return not is_new
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        if await store.ping():
+            return PlainTextResponse("ready")
+        return PlainTextResponse("store unreachable", status_code=503)
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/{endpoint}", ingest, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+    )
+
+
+def _answer(status: int, reason: str, endpoint: str, started: float) -> Response:
+    # the access log line: no query string (it may hold a token), no body, no headers
+    log.info("webhook %s -> %s %s (%.1f ms)", endpoint, status, reason, (time.perf_counter() - started) * 1000)
+    if status == 200:
+        return JSONResponse({"status": reason})
+    return PlainTextResponse(reason, status_code=status)

@@ -1,0 +1,243 @@
+"""The YAML configuration: pydantic models, `${VAR}` interpolation, errors that name the YAML path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bridge.mapping import validate_sources
+from providers import UnknownProviderError, get_adapter_class
+from providers.base import ProviderAdapter
+
+DEFAULT_BASE_URL = "https://api.partnero.com/v1"
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """A user mistake in the configuration; `str()` is one line per problem, each naming its YAML path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartneroSettings(_Model):
+    api_key: str = ""
+    base_url: str = DEFAULT_BASE_URL
+    # None = decided by the key: no key means nothing can be sent, so dry-run (said loudly at start)
+    dry_run: bool | None = None
+    max_requests_per_second: float = Field(default=20.0, gt=0)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+
+    @property
+    def effective_dry_run(self) -> bool:
+        return self.dry_run if self.dry_run is not None else not self.api_key
+
+    @property
+    def scope(self) -> str:
+        """Identity of the Partnero program: outbound dedup is per program, not per endpoint."""
+        digest = hashlib.sha256(f"{self.base_url.rstrip('/')}\n{self.api_key}".encode()).hexdigest()
+        return digest[:16]
+
+
+class PartneroOverride(_Model):
+    api_key: str | None = None
+    base_url: str | None = None
+    dry_run: bool | None = None
+
+
+class ServerSettings(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class DeliverySettings(_Model):
+    max_attempts: int = Field(default=12, ge=1)
+    initial_backoff_seconds: float = Field(default=2.0, gt=0)
+    max_backoff_seconds: float = Field(default=3600.0, gt=0)
+    timeout_seconds: float = Field(default=15.0, gt=0)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+
+
+class EndpointSettings(BaseModel):
+    """One webhook URL: `POST /webhooks/<name>`. Keys not listed here are the adapter's own options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    provider: str
+    secret: str | None = None
+    secrets: list[str] | None = None
+    customer_key: list[str] = Field(default_factory=lambda: ["email"])
+    test_mode: Literal["skip", "deliver"] = "skip"
+    partnero: PartneroOverride | None = None
+    partial_refunds: Literal["adjust", "ignore", "full"] = "adjust"
+    disputes: Literal["reverse_on_open", "reverse_on_lost", "ignore"] = "reverse_on_lost"
+
+    @field_validator("customer_key", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("customer_key")
+    @classmethod
+    def _known_sources(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one source")
+        validate_sources(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret_form(self) -> EndpointSettings:
+        if self.secret is not None and self.secrets is not None:
+            raise ValueError("use either `secret` or `secrets`, not both")
+        return self
+
+    def secret_list(self) -> list[str]:
+        values = self.secrets if self.secrets is not None else [self.secret or ""]
+        return [s for s in values if s]
+
+
+class ConfigFile(_Model):
+    partnero: PartneroSettings = Field(default_factory=PartneroSettings)
+    store: str = "sqlite:///./data/bridge.db"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint ready to serve: its settings, its Partnero program and its adapter (secrets parsed)."""
+
+    name: str
+    settings: EndpointSettings
+    partnero: PartneroSettings
+    adapter: ProviderAdapter
+
+    @property
+    def provider(self) -> str:
+        return self.settings.provider
+
+
+@dataclass(frozen=True)
+class Config:
+    partnero: PartneroSettings
+    store: str
+    server: ServerSettings
+    delivery: DeliverySettings
+    endpoints: Mapping[str, Endpoint]
+    source: str = "<config>"
+
+
+def interpolate(value: Any) -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string; an unset VAR without default is empty."""
+    if isinstance(value, str):
+        return _ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v) for k, v in value.items()}
+    return value
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{path}: not valid YAML{where}"]) from None
+    return parse_config(raw if raw is not None else {}, source=str(path))
+
+
+def parse_config(raw: Any, source: str = "<config>") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping"])
+    try:
+        model = ConfigFile.model_validate(interpolate(raw))
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+    problems: list[str] = []
+    endpoints: dict[str, Endpoint] = {}
+    for name, settings in model.endpoints.items():
+        endpoint = _build_endpoint(name, settings, model.partnero, problems)
+        if endpoint is not None:
+            endpoints[name] = endpoint
+    if not model.store.startswith(("sqlite://", "postgresql://", "postgres://")):
+        problems.append("store: must start with sqlite:// or postgresql://")
+    if problems:
+        raise ConfigError(problems)
+    return Config(model.partnero, model.store, model.server, model.delivery, endpoints, source)
+
+
+def _build_endpoint(
+    name: str, settings: EndpointSettings, default: PartneroSettings, problems: list[str]
+) -> Endpoint | None:
+    path = f"endpoints.{name}"
+    if not _ENDPOINT_NAME.match(name):
+        problems.append(f"{path}: name must be letters, digits, '-' or '_' (it becomes the URL path)")
+        return None
+    try:
+        adapter_class = get_adapter_class(settings.provider)
+    except UnknownProviderError as exc:
+        problems.append(f"{path}.provider: {exc}")
+        return None
+    secrets = settings.secret_list()
+    if adapter_class.requires_secret and not secrets:
+        problems.append(f"{path}.secret: required")
+        return None
+    try:
+        options = adapter_class.Options.model_validate(settings.model_extra or {})
+    except ValidationError as exc:
+        problems.extend(_problems(exc, prefix=path))
+        return None
+    try:
+        adapter = adapter_class(secrets, options)
+    except ValueError as exc:
+        problems.append(f"{path}.secret: {exc}")
+        return None
+    partnero = default
+    if settings.partnero is not None:
+        partnero = default.model_copy(update=settings.partnero.model_dump(exclude_none=True))
+    return Endpoint(name, settings, partnero, adapter)
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for error in exc.errors():
+        parts = [prefix] if prefix else []
+        parts += [str(p) for p in error["loc"]]
+        where = ".".join(parts) or "(top level)"
+        if error["type"] == "missing":
+            message = "required"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return problems
+
+
+def redact(secret: str) -> str:
+    """What `check-config` shows of a secret: enough to tell two apart, never enough to use."""
+    if not secret:
+        return "(empty)"
+    return f"{secret[:2]}…({len(secret)} chars)" if len(secret) >= 12 else f"…({len(secret)} chars)"

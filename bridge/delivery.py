@@ -1,0 +1,255 @@
+"""The worker: parse stored calls, then deliver due operations to Partnero, retrying with backoff.
+
+Exactly-once effect on an API that does not de-duplicate: an operation is claimed (its attempt
+counted and marked maybe-sent) in a committed transaction before any request leaves, so after a crash,
+a timeout or a broken connection the next attempt first asks Partnero whether the key exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+
+from bridge.config import Config, PartneroSettings
+from bridge.outbox import CREATE, record_events
+from bridge.partnero import Outcome, PartneroClient, Result
+from bridge.store.base import Attempt, CallStatus, Operation, OpStatus, Store, StoredCall, Transaction
+from providers.base import PayloadError, WebhookRequest
+
+log = logging.getLogger("bridge.delivery")
+
+CALL_BATCH = 100
+
+
+class RateLimiter:
+    """A token bucket shared by every request to one Partnero program."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self.capacity = max(1.0, per_second)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self.clock()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.per_second)
+
+
+def backoff_seconds(attempt: int, initial: float, maximum: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter; a `Retry-After` from Partnero is a floor, never shortened."""
+    delay = min(maximum, initial * (2 ** max(0, attempt - 1)))
+    jittered = delay * (0.5 + random.random() / 2)
+    if retry_after is not None:
+        return float(max(retry_after, min(jittered, maximum)))
+    return float(jittered)
+
+
+class Worker:
+    def __init__(self, config: Config, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._clients: dict[str, PartneroClient] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
+        for endpoint in config.endpoints.values():
+            self._client_for(endpoint.partnero)
+
+    def _client_for(self, settings: PartneroSettings) -> PartneroClient | None:
+        if settings.effective_dry_run:
+            return None
+        if settings.scope not in self._clients:
+            self._clients[settings.scope] = PartneroClient(
+                settings.base_url,
+                settings.api_key,
+                self.config.delivery.timeout_seconds,
+                max_connections=settings.max_concurrency,
+            )
+            self._limiters[settings.scope] = RateLimiter(settings.max_requests_per_second)
+        return self._clients[settings.scope]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        # one SQLite process owns the store: leases of a killed predecessor are void
+        await self.store.run(lambda tx: tx.release_leases(None))
+        while not stopping.is_set():
+            try:
+                busy = await self.step()
+            except Exception:
+                log.exception("worker step failed; retrying")
+                busy = False
+            if not busy:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.delivery.poll_interval_seconds)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self.config.delivery.timeout_seconds + 1)
+
+    async def step(self) -> bool:
+        """One round: parse what arrived, start what is due. True when it found work."""
+        parsed = await self.process_received()
+        started = await self.start_due()
+        return parsed > 0 or started > 0
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Run until nothing is received, due or in flight (tests and one-shot commands)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = await self.step()
+            if self._inflight:
+                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            elif not busy:
+                return
+
+    # --- parsing stored calls --------------------------------------------------------------------
+
+    async def process_received(self) -> int:
+        calls = await self.store.run(lambda tx: tx.received_calls(CALL_BATCH))
+        for call in calls:
+            await self.process_call(call)
+        return len(calls)
+
+    async def process_call(self, call: StoredCall) -> None:
+        endpoint = self.config.endpoints.get(call.endpoint)
+        now = self.clock()
+        if endpoint is None:
+            await self.store.run(
+                lambda tx: tx.finish_call(call.id, CallStatus.FAILED, "endpoint no longer configured", now)
+            )
+            return
+        request = WebhookRequest(call.method, call.path, call.headers, call.body, call.query_string)
+        try:
+            events = endpoint.adapter.parse(request)
+        except PayloadError as exc:
+            error = f"cannot parse: {exc}"
+        except Exception as exc:  # an adapter bug must not stop the worker; the call is kept for replay
+            log.exception("adapter %s failed on call %s", endpoint.provider, call.id)
+            error = f"adapter error: {type(exc).__name__}"
+        else:
+
+            def record(tx: Transaction) -> None:
+                record_events(tx, call, endpoint, events, now)
+                tx.finish_call(call.id, CallStatus.PROCESSED, None, now)
+
+            await self.store.run(record)
+            return
+        log.warning("call %s on %s kept unparsed: %s", call.id, call.endpoint, error)
+        await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, error, now))
+
+    # --- delivering operations -------------------------------------------------------------------
+
+    async def start_due(self) -> int:
+        free = self._concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        now = self.clock()
+        lease_until = now + self.config.delivery.timeout_seconds * 3 + 30
+        ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free))
+        for op in ops:
+            task = asyncio.create_task(self._deliver(op))
+            self._inflight.add(task)
+            task.add_done_callback(self._task_done)
+        return len(ops)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed: %r", task.exception())
+        self._wake.set()
+
+    async def _deliver(self, op: Operation) -> None:
+        endpoint = self.config.endpoints.get(op.endpoint)
+        client = self._client_for(endpoint.partnero) if endpoint else self._clients.get(op.scope)
+        if client is None:
+            await self._finish(op, Outcome(Result.SKIPPED, "no Partnero client for this program (dry run)"))
+            return
+        limiter = self._limiters[op.scope]
+        looked_up_absent = False
+        if op.action == CREATE:
+            if op.maybe_sent:
+                await limiter.acquire()
+                exists = await client.transaction_exists(op.transaction_key)
+                if isinstance(exists, Outcome):
+                    await self._finish(op, exists)
+                    return
+                if exists:
+                    await self._finish(op, Outcome(Result.DELIVERED, "found at Partnero after an uncertain attempt"))
+                    return
+                looked_up_absent = True
+            body = dict(op.request)
+            body["amount"] = Decimal(body["amount"])
+            await limiter.acquire()
+            outcome = await client.create_transaction(body)
+        else:
+            sale = await self.store.run(lambda tx: tx.get_operation(op.scope, f"{CREATE}:{op.transaction_key}"))
+            if sale is not None and sale.status in (OpStatus.SKIPPED, OpStatus.DEAD):
+                await self._finish(op, Outcome(Result.SKIPPED, f"its sale was not delivered ({sale.status.value})"))
+                return
+            await limiter.acquire()
+            outcome = await client.delete_transaction(op.transaction_key, maybe_sent_before=op.maybe_sent)
+        await self._finish(op, outcome, still_maybe_sent=op.maybe_sent and not looked_up_absent)
+
+    async def _finish(self, op: Operation, outcome: Outcome, still_maybe_sent: bool = False) -> None:
+        now = self.clock()
+        settings = self.config.delivery
+        attempts = op.attempts + 1
+        fields: dict[str, object] = {"lease_owner": None, "lease_until": None, "reason": outcome.detail}
+        if outcome.result is Result.RETRY:
+            fields["maybe_sent"] = int(outcome.maybe_sent or still_maybe_sent)
+            if attempts >= settings.max_attempts:
+                fields["status"] = OpStatus.DEAD
+                fields["reason"] = f"gave up after {attempts} attempts: {outcome.detail}"
+            else:
+                delay = backoff_seconds(
+                    attempts,
+                    settings.initial_backoff_seconds,
+                    settings.max_backoff_seconds,
+                    outcome.retry_after,
+                )
+                fields["next_attempt_at"] = now + delay
+        else:
+            fields["status"] = {
+                Result.DELIVERED: OpStatus.DELIVERED,
+                Result.SKIPPED: OpStatus.SKIPPED,
+                Result.DEAD: OpStatus.DEAD,
+            }[outcome.result]
+            fields["maybe_sent"] = 0
+        attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail)
+
+        def write(tx: Transaction) -> None:
+            tx.update_operation(op.id, now, **fields)
+            tx.add_attempt(attempt)
+
+        await self.store.run(write)
+        log.info(
+            "operation %s %s %s: %s (%s)",
+            op.id,
+            op.action,
+            op.transaction_key,
+            outcome.result.value,
+            outcome.detail,
+        )

@@ -1,0 +1,175 @@
+"""The Partnero REST API client: one pooled httpx client, every answer classified into an outcome."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+USER_AGENT = "partnero-bridge"
+
+
+class Result(StrEnum):
+    DELIVERED = "delivered"
+    SKIPPED = "skipped"  # a final answer that is not a failure: not referred, unknown customer, …
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    detail: str
+    status_code: int | None = None
+    retry_after: float | None = None
+    # the request may have reached Partnero (timeout, reset, 5xx): look the key up before re-sending
+    maybe_sent: bool = False
+
+
+class PartneroClient:
+    def __init__(self, base_url: str, api_key: str, timeout_seconds: float, max_connections: int = 8) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+            timeout=httpx.Timeout(timeout_seconds),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def create_transaction(self, body: dict[str, Any]) -> Outcome:
+        response_or_outcome = await self._send("POST", "/transactions", body)
+        if isinstance(response_or_outcome, Outcome):
+            return response_or_outcome
+        response = response_or_outcome
+        if response.is_success:
+            return Outcome(Result.DELIVERED, "created", response.status_code)
+        message = _message(response)
+        if response.status_code in (404, 422) and "customer" in message.lower():
+            return Outcome(Result.SKIPPED, f"customer not known to Partnero: {message}", response.status_code)
+        if response.status_code == 400 and "partner" in message.lower():
+            return Outcome(Result.SKIPPED, f"not referred: {message}", response.status_code)
+        return _classify_failure(response, message)
+
+    async def delete_transaction(self, key: str, maybe_sent_before: bool) -> Outcome:
+        response_or_outcome = await self._send("DELETE", f"/transactions/{quote(key, safe='')}", None)
+        if isinstance(response_or_outcome, Outcome):
+            return response_or_outcome
+        response = response_or_outcome
+        if response.is_success:
+            return Outcome(Result.DELIVERED, "deleted", response.status_code)
+        message = _message(response)
+        if response.status_code == 404:
+            if maybe_sent_before:
+                return Outcome(Result.DELIVERED, "already deleted by an earlier attempt", 404)
+            return Outcome(Result.SKIPPED, f"transaction not found at Partnero: {message}", 404)
+        return _classify_failure(response, message)
+
+    async def transaction_exists(self, key: str) -> bool | Outcome:
+        """True/False when Partnero answered the look-up, else the outcome to retry on."""
+        try:
+            response = await self._client.get("/transactions", params={"key": key, "limit": 10})
+        except httpx.TransportError as exc:
+            return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
+        if response.status_code == 404:
+            return False
+        if not response.is_success:
+            return _classify_failure(response, _message(response))
+        try:
+            data = response.json().get("data")
+        except (ValueError, AttributeError):
+            return Outcome(Result.RETRY, "look-up answer is not JSON", response.status_code)
+        items = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+        return any(isinstance(i, dict) and i.get("key") == key and not i.get("deleted_at") for i in items)
+
+    async def check(self) -> Outcome:
+        try:
+            response = await self._client.get("/test")
+        except httpx.TransportError as exc:
+            return Outcome(Result.RETRY, f"unreachable: {type(exc).__name__}")
+        if response.is_success:
+            return Outcome(Result.DELIVERED, "ok", response.status_code)
+        return _classify_failure(response, _message(response))
+
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response | Outcome:
+        content = encode_json(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        try:
+            return await self._client.request(method, path, content=content, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # nothing left this process: safe to send again without a look-up
+            return Outcome(Result.RETRY, f"cannot connect: {type(exc).__name__}")
+        except httpx.TransportError as exc:
+            return Outcome(Result.RETRY, f"no answer: {type(exc).__name__}", maybe_sent=True)
+
+
+def _classify_failure(response: httpx.Response, message: str) -> Outcome:
+    code = response.status_code
+    if code == 429:
+        return Outcome(Result.RETRY, f"rate limited: {message}", code, _retry_after(response))
+    if code >= 500 or code == 408:
+        return Outcome(Result.RETRY, f"Partnero error {code}: {message}", code, _retry_after(response), True)
+    return Outcome(Result.DEAD, f"rejected {code}: {message}", code)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip() or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:200]
+    return response.text[:200]
+
+
+def encode_json(body: dict[str, Any]) -> bytes:
+    """JSON with `Decimal` rendered as an exact JSON number (json.dumps would need a float on the way)."""
+    placeholders: dict[str, str] = {}
+    # unguessable, so a customer-supplied string can never be mistaken for a placeholder
+    salt = secrets.token_hex(8)
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            token = f"__decimal_{salt}_{len(placeholders)}__"
+            placeholders[f'"{token}"'] = format(value, "f")
+            return token
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return value
+
+    text = json.dumps(swap(body), separators=(",", ":"))
+    for quoted, number in placeholders.items():
+        text = text.replace(quoted, number, 1)
+    return text.encode()

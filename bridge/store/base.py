@@ -1,0 +1,179 @@
+"""The store contract: records, statuses and the primitives every engine offers inside a transaction.
+
+Domain rules (dedup, ordering between a sale and its reversal) are written once, in `bridge.outbox`,
+over these primitives; an engine only has to make `Store.run` one atomic, durable transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class CallStatus(StrEnum):
+    RECEIVED = "received"  # stored, not parsed yet
+    PROCESSED = "processed"
+    FAILED = "failed"  # the adapter could not parse it; kept for replay
+
+
+class OpStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    SKIPPED = "skipped"
+    DEAD = "dead"
+
+
+class EventStatus(StrEnum):
+    """An event's own status; events that became an operation show the operation's status instead."""
+
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    SKIPPED = "skipped"
+
+
+FINAL_OP_STATUSES = (OpStatus.DELIVERED, OpStatus.SKIPPED, OpStatus.DEAD)
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    id: int
+    endpoint: str
+    delivery_id: str
+    received_at: float
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    body: bytes
+    status: CallStatus
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One Partnero call to make exactly once: `create:<transaction_key>` or `delete:<transaction_key>`."""
+
+    id: int
+    scope: str
+    op_key: str
+    action: str
+    transaction_key: str
+    endpoint: str
+    request: dict[str, Any]
+    status: OpStatus
+    reason: str | None
+    attempts: int
+    next_attempt_at: float
+    maybe_sent: bool  # an earlier attempt may have reached Partnero: look before sending again
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class NewOperation:
+    scope: str
+    op_key: str
+    action: str
+    transaction_key: str
+    endpoint: str
+    request: dict[str, Any]
+    status: OpStatus = OpStatus.PENDING
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    call_id: int
+    endpoint: str
+    seq: int
+    kind: str
+    event_type: str
+    transaction_key: str | None
+    data: dict[str, Any]
+    customer_key: str | None
+    status: EventStatus
+    reason: str | None = None
+    operation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class EventView:
+    """An event as the operator sees it: its own status, or its operation's once it has one."""
+
+    id: int
+    call_id: int
+    endpoint: str
+    kind: str
+    event_type: str
+    transaction_key: str | None
+    customer_key: str | None
+    status: str
+    reason: str | None
+    operation_id: int | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Attempt:
+    operation_id: int
+    at: float
+    outcome: str
+    status_code: int | None
+    detail: str
+
+
+@dataclass
+class EventFilter:
+    status: str | None = None
+    endpoint: str | None = None
+    since: float | None = None
+    limit: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Transaction(Protocol):
+    """Primitives usable inside one `Store.run`; all of them see and write the same transaction."""
+
+    def ping(self) -> bool: ...
+    def insert_call(
+        self,
+        endpoint: str,
+        delivery_id: str,
+        received_at: float,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, bool]: ...
+    def received_calls(self, limit: int) -> list[StoredCall]: ...
+    def get_call(self, call_id: int) -> StoredCall | None: ...
+    def finish_call(self, call_id: int, status: CallStatus, error: str | None, at: float) -> None: ...
+    def insert_event(self, event: NewEvent, at: float) -> int: ...
+    def get_operation(self, scope: str, op_key: str) -> Operation | None: ...
+    def get_operation_by_id(self, operation_id: int) -> Operation | None: ...
+    def insert_operation(self, op: NewOperation, at: float) -> int: ...
+    def update_operation(self, operation_id: int, at: float, **fields: Any) -> None: ...
+    def claim_operations(self, owner: str, now: float, lease_until: float, limit: int) -> list[Operation]:
+        """Lease due operations, counting the attempt and marking them maybe-sent before any request
+        leaves; the returned records show the state before the claim (was an earlier attempt sent?)."""
+        ...
+
+    def release_leases(self, owner: str | None) -> int: ...
+    def add_attempt(self, attempt: Attempt) -> None: ...
+    def list_events(self, flt: EventFilter) -> list[EventView]: ...
+    def attempts_of(self, operation_id: int) -> list[Attempt]: ...
+
+
+class Store(Protocol):
+    """An engine: SQLite embedded (one process) or PostgreSQL (several)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> bool: ...
+    async def run(self, work: Callable[[Transaction], T]) -> T: ...

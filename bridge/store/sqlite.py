@@ -1,0 +1,482 @@
+"""The embedded SQLite engine: one writer thread, WAL, `synchronous=FULL`, group commit.
+
+Every `run` is queued to the writer thread, which takes everything queued so far into one
+`BEGIN IMMEDIATE … COMMIT` (each piece of work in its own savepoint, so one failure does not undo its
+neighbours) and resolves all of them after the single fsync'd commit. Durability then costs one fsync
+per batch, not per request. Exactly one process may write a SQLite store: several processes need the
+PostgreSQL engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.store.base import (
+    Attempt,
+    CallStatus,
+    EventFilter,
+    EventView,
+    NewEvent,
+    NewOperation,
+    Operation,
+    OpStatus,
+    StoredCall,
+    Transaction,
+)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query_string TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB,
+    status TEXT NOT NULL,
+    error TEXT,
+    processed_at REAL,
+    UNIQUE (endpoint, delivery_id)
+);
+CREATE INDEX IF NOT EXISTS calls_received ON calls (status, id);
+CREATE TABLE IF NOT EXISTS operations (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    op_key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    transaction_key TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    maybe_sent INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (scope, op_key)
+);
+CREATE INDEX IF NOT EXISTS operations_due ON operations (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS operations_tx ON operations (scope, transaction_key);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    call_id INTEGER NOT NULL REFERENCES calls (id),
+    endpoint TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    transaction_key TEXT,
+    data TEXT NOT NULL,
+    customer_key TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    operation_id INTEGER REFERENCES operations (id),
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_created ON events (created_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    operation_id INTEGER NOT NULL REFERENCES operations (id),
+    at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    status_code INTEGER,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_op ON attempts (operation_id);
+"""
+
+
+def path_from_url(url: str) -> str:
+    """`sqlite:///./data/bridge.db` → `./data/bridge.db`; `sqlite:////abs/path.db` → `/abs/path.db`."""
+    rest = url.removeprefix("sqlite://")
+    if rest.startswith("/"):
+        rest = rest[1:]
+    return rest or ":memory:"
+
+
+class SQLiteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[tuple[Callable[[Transaction], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        return cls(path_from_url(url))
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
+        self._thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, self._opened.wait)
+        if self._open_error is not None:
+            raise self._open_error
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    async def ping(self) -> bool:
+        try:
+            return await self.run(lambda tx: tx.ping())
+        except Exception:
+            return False
+
+    async def run(self, work: Callable[[Transaction], T]) -> T:
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("store is not open")
+        future: Future[T] = Future()
+        self._queue.put((work, future))
+        return await asyncio.wrap_future(future)
+
+    def run_sync(self, work: Callable[[Transaction], T]) -> T:
+        """For CLI commands outside an event loop."""
+        future: Future[T] = Future()
+        self._queue.put((work, future))
+        return future.result()
+
+    def _writer(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # builds differ in their default: durability is the product, say it explicitly
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+        except BaseException as exc:
+            self._open_error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        tx = _SQLiteTransaction(conn)
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            batch = []
+            if first is None:
+                break
+            batch.append(first)
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(conn, tx, batch)
+        conn.close()
+
+    @staticmethod
+    def _run_batch(
+        conn: sqlite3.Connection,
+        tx: _SQLiteTransaction,
+        batch: list[tuple[Callable[[Transaction], Any], Future[Any]]],
+    ) -> None:
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for work, future in batch:
+                conn.execute("SAVEPOINT work")
+                try:
+                    value = work(tx)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO work")
+                    conn.execute("RELEASE work")
+                    results.append((future, None, exc))
+                else:
+                    conn.execute("RELEASE work")
+                    results.append((future, value, None))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            # the commit itself failed: nothing in this batch is durable, so nobody may be told it is
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, value, error in results:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+
+def _call(row: sqlite3.Row | tuple[Any, ...]) -> StoredCall:
+    (id_, endpoint, delivery_id, received_at, method, path, qs, headers, body, status, error) = row
+    return StoredCall(
+        id_,
+        endpoint,
+        delivery_id,
+        received_at,
+        method,
+        path,
+        qs,
+        json.loads(headers),
+        bytes(body) if body is not None else b"",
+        CallStatus(status),
+        error,
+    )
+
+
+_CALL_COLUMNS = "id, endpoint, delivery_id, received_at, method, path, query_string, headers, body, status, error"
+_OP_COLUMNS = (
+    "id, scope, op_key, action, transaction_key, endpoint, request, status, reason, attempts, "
+    "next_attempt_at, maybe_sent, created_at, updated_at"
+)
+_OP_UPDATABLE = {
+    "status",
+    "reason",
+    "attempts",
+    "next_attempt_at",
+    "maybe_sent",
+    "lease_owner",
+    "lease_until",
+}
+
+
+def _operation(row: tuple[Any, ...]) -> Operation:
+    (id_, scope, op_key, action, tx_key, endpoint, request, status, reason, attempts, nxt, maybe, c, u) = row
+    return Operation(
+        id_,
+        scope,
+        op_key,
+        action,
+        tx_key,
+        endpoint,
+        json.loads(request),
+        OpStatus(status),
+        reason,
+        attempts,
+        nxt,
+        bool(maybe),
+        c,
+        u,
+    )
+
+
+class _SQLiteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def ping(self) -> bool:
+        return bool(self.conn.execute("SELECT 1").fetchone() == (1,))
+
+    def insert_call(
+        self,
+        endpoint: str,
+        delivery_id: str,
+        received_at: float,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, bool]:
+        cur = self.conn.execute(
+            "INSERT INTO calls (endpoint, delivery_id, received_at, method, path, query_string, headers, body,"
+            " status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint, delivery_id) DO NOTHING",
+            (
+                endpoint,
+                delivery_id,
+                received_at,
+                method,
+                path,
+                query_string,
+                json.dumps(headers),
+                body,
+                CallStatus.RECEIVED.value,
+            ),
+        )
+        if cur.rowcount == 1:
+            return int(cur.lastrowid or 0), True
+        row = self.conn.execute(
+            "SELECT id FROM calls WHERE endpoint = ? AND delivery_id = ?", (endpoint, delivery_id)
+        ).fetchone()
+        return int(row[0]), False
+
+    def received_calls(self, limit: int) -> list[StoredCall]:
+        rows = self.conn.execute(
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE status = ? ORDER BY id LIMIT ?",
+            (CallStatus.RECEIVED.value, limit),
+        ).fetchall()
+        return [_call(r) for r in rows]
+
+    def get_call(self, call_id: int) -> StoredCall | None:
+        row = self.conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,)).fetchone()
+        return _call(row) if row else None
+
+    def finish_call(self, call_id: int, status: CallStatus, error: str | None, at: float) -> None:
+        self.conn.execute(
+            "UPDATE calls SET status = ?, error = ?, processed_at = ? WHERE id = ?",
+            (status.value, error, at, call_id),
+        )
+
+    def insert_event(self, event: NewEvent, at: float) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO events (call_id, endpoint, seq, kind, event_type, transaction_key, data, customer_key,"
+            " status, reason, operation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.call_id,
+                event.endpoint,
+                event.seq,
+                event.kind,
+                event.event_type,
+                event.transaction_key,
+                json.dumps(event.data),
+                event.customer_key,
+                event.status.value,
+                event.reason,
+                event.operation_id,
+                at,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def get_operation(self, scope: str, op_key: str) -> Operation | None:
+        row = self.conn.execute(
+            f"SELECT {_OP_COLUMNS} FROM operations WHERE scope = ? AND op_key = ?", (scope, op_key)
+        ).fetchone()
+        return _operation(row) if row else None
+
+    def get_operation_by_id(self, operation_id: int) -> Operation | None:
+        row = self.conn.execute(f"SELECT {_OP_COLUMNS} FROM operations WHERE id = ?", (operation_id,)).fetchone()
+        return _operation(row) if row else None
+
+    def insert_operation(self, op: NewOperation, at: float) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO operations (scope, op_key, action, transaction_key, endpoint, request, status, reason,"
+            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                op.scope,
+                op.op_key,
+                op.action,
+                op.transaction_key,
+                op.endpoint,
+                json.dumps(op.request),
+                op.status.value,
+                op.reason,
+                at,
+                at,
+                at,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def update_operation(self, operation_id: int, at: float, **fields: Any) -> None:
+        unknown = set(fields) - _OP_UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        values = [v.value if isinstance(v, OpStatus) else v for v in fields.values()]
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self.conn.execute(
+            f"UPDATE operations SET {assignments}, updated_at = ? WHERE id = ?", (*values, at, operation_id)
+        )
+
+    def claim_operations(self, owner: str, now: float, lease_until: float, limit: int) -> list[Operation]:
+        # Per transaction key: nothing while another operation on it is leased, and a delete never
+        # before its sale has left the pending state.
+        rows = self.conn.execute(
+            f"""
+            SELECT {_OP_COLUMNS} FROM operations o
+            WHERE o.status = 'pending' AND o.next_attempt_at <= :now
+              AND (o.lease_until IS NULL OR o.lease_until < :now)
+              AND NOT EXISTS (
+                SELECT 1 FROM operations p
+                WHERE p.scope = o.scope AND p.transaction_key = o.transaction_key AND p.id <> o.id
+                  AND p.lease_until IS NOT NULL AND p.lease_until >= :now)
+              AND NOT (o.action = 'delete' AND EXISTS (
+                SELECT 1 FROM operations c
+                WHERE c.scope = o.scope AND c.transaction_key = o.transaction_key
+                  AND c.action = 'create' AND c.status = 'pending'))
+            ORDER BY o.next_attempt_at, o.id
+            LIMIT :limit
+            """,
+            {"now": now, "limit": limit * 4},
+        ).fetchall()
+        claimed: list[Operation] = []
+        seen_keys: set[tuple[str, str]] = set()
+        for row in rows:
+            op = _operation(row)
+            if (op.scope, op.transaction_key) in seen_keys:
+                continue
+            seen_keys.add((op.scope, op.transaction_key))
+            self.conn.execute(
+                "UPDATE operations SET lease_owner = ?, lease_until = ?, attempts = attempts + 1, maybe_sent = 1"
+                " WHERE id = ?",
+                (owner, lease_until, op.id),
+            )
+            claimed.append(op)
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    def release_leases(self, owner: str | None) -> int:
+        if owner is None:
+            cur = self.conn.execute(
+                "UPDATE operations SET lease_owner = NULL, lease_until = NULL WHERE lease_until IS NOT NULL"
+            )
+        else:
+            cur = self.conn.execute(
+                "UPDATE operations SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,)
+            )
+        return cur.rowcount
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        self.conn.execute(
+            "INSERT INTO attempts (operation_id, at, outcome, status_code, detail) VALUES (?, ?, ?, ?, ?)",
+            (attempt.operation_id, attempt.at, attempt.outcome, attempt.status_code, attempt.detail),
+        )
+
+    def attempts_of(self, operation_id: int) -> list[Attempt]:
+        rows = self.conn.execute(
+            "SELECT operation_id, at, outcome, status_code, detail FROM attempts WHERE operation_id = ? ORDER BY id",
+            (operation_id,),
+        ).fetchall()
+        return [Attempt(*r) for r in rows]
+
+    def list_events(self, flt: EventFilter) -> list[EventView]:
+        where: list[str] = []
+        params: list[object] = []
+        status_expr = "COALESCE(o.status, e.status)"
+        if flt.status:
+            where.append(f"{status_expr} = ?")
+            params.append(flt.status)
+        if flt.endpoint:
+            where.append("e.endpoint = ?")
+            params.append(flt.endpoint)
+        if flt.since is not None:
+            where.append("e.created_at >= ?")
+            params.append(flt.since)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = self.conn.execute(
+            f"""SELECT e.id, e.call_id, e.endpoint, e.kind, e.event_type, e.transaction_key, e.customer_key,
+                       {status_expr}, COALESCE(o.reason, e.reason), e.operation_id, e.created_at
+                FROM events e LEFT JOIN operations o ON o.id = e.operation_id AND e.status = 'queued'
+                {clause} ORDER BY e.id DESC LIMIT ?""",
+            (*params, flt.limit),
+        ).fetchall()
+        return [EventView(*r) for r in rows]

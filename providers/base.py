@@ -1,0 +1,113 @@
+"""The provider adapter contract: a signature validator and a parser to normalized events.
+
+Every adapter is one class in one module of this package, registered by its `name`. The core calls
+`verify` on the ingest path (cheap, constant-time, raw bytes) and `parse` later in the worker, on the
+stored call, so a parser bug never loses a webhook: the call is kept and can be reprocessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel, ConfigDict
+
+from bridge.events import NormalizedEvent
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A provider's HTTP call exactly as received. `headers` keys are lower-case; `body` is byte-exact."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    query_string: str = ""
+
+    @property
+    def query(self) -> dict[str, str]:
+        """First value of each query parameter (`?token=...`)."""
+        return {k: v[0] for k, v in parse_qs(self.query_string, keep_blank_values=True).items()}
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """What a provider adds to a body to sign it: used by `simulate` and by tests."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    query_string: str = ""
+
+
+class SignatureError(Exception):
+    """The request is not authentic. The message is one short line, safe to return as a 401 body."""
+
+    @classmethod
+    def missing(cls, what: str) -> SignatureError:
+        return cls(f"missing {what}")
+
+    @classmethod
+    def mismatch(cls, what: str = "signature") -> SignatureError:
+        return cls(f"{what} does not match")
+
+    @classmethod
+    def timestamp(cls) -> SignatureError:
+        return cls("timestamp outside tolerance")
+
+    @classmethod
+    def malformed(cls, what: str) -> SignatureError:
+        return cls(f"malformed {what}")
+
+
+class PayloadError(Exception):
+    """An authentic body this adapter cannot read; the call is kept with this message for replay."""
+
+
+class AdapterOptions(BaseModel):
+    """Provider-specific endpoint settings; each adapter subclasses it with its own fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderAdapter:
+    """Base of every adapter. Subclasses set `name`, maybe `Options`, and implement the methods."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[AdapterOptions]] = AdapterOptions
+    # False for providers authenticated some other way than a shared secret (e.g. an API fetch)
+    requires_secret: ClassVar[bool] = True
+    # True when the provider reports a dispute's outcome (lost/won), so a reversal can wait for it
+    reports_dispute_outcome: ClassVar[bool] = False
+
+    def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
+        self.secrets = tuple(secrets)
+        self.options = options
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        """Raise `SignatureError` unless `request` is authentic (any configured secret may match)."""
+        raise NotImplementedError
+
+    def delivery_id(self, request: WebhookRequest) -> str:
+        """The provider's id of this delivery, for inbound dedup; by default a hash of the body."""
+        return body_hash(request.body)
+
+    def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        """Normalized events of a verified request; events not acted on come back as `ignored`."""
+        raise NotImplementedError
+
+    def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
+        """The headers or query a genuine provider would send with `body` (the inverse of `verify`)."""
+        raise NotImplementedError
+
+    def content_type(self) -> str:
+        return "application/json"
+
+
+def body_hash(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()

@@ -1,0 +1,148 @@
+"""Shared signature schemes: plain HMAC (hex/base64) and Standard Webhooks, `sign` beside `verify`.
+
+Every check compares digests with `hmac.compare_digest` over bytes computed from the raw body, and
+accepts any of several keys so a secret can be rotated without dropping deliveries.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from providers.base import SignatureError
+
+Algorithm = Literal["sha1", "sha256", "sha512"]
+Encoding = Literal["hex", "base64"]
+
+STANDARD_TOLERANCE_SECONDS = 300
+
+
+def hmac_digest(key: bytes, message: bytes, algorithm: Algorithm = "sha256") -> bytes:
+    return hmac.new(key, message, getattr(hashlib, algorithm)).digest()
+
+
+def encode_digest(digest: bytes, encoding: Encoding) -> str:
+    return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode("ascii")
+
+
+def decode_signature(value: str, encoding: Encoding) -> bytes | None:
+    """The raw digest a provider sent, or None when it is not valid hex/base64 (a mismatch)."""
+    try:
+        if encoding == "hex":
+            return bytes.fromhex(value.strip())
+        return base64.b64decode(value.strip(), validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def sign_hmac(key: bytes, message: bytes, algorithm: Algorithm = "sha256", encoding: Encoding = "hex") -> str:
+    return encode_digest(hmac_digest(key, message, algorithm), encoding)
+
+
+def verify_hmac(
+    keys: Sequence[bytes],
+    message: bytes,
+    signature: str | None,
+    *,
+    algorithm: Algorithm = "sha256",
+    encoding: Encoding = "hex",
+    header: str = "signature",
+) -> None:
+    """Raise `SignatureError` unless `signature` is the HMAC of `message` under one of `keys`."""
+    if not signature:
+        raise SignatureError.missing(header)
+    sent = decode_signature(signature, encoding)
+    if sent is None:
+        raise SignatureError.malformed(header)
+    if not any_digest_matches(keys, message, sent, algorithm):
+        raise SignatureError.mismatch(header)
+
+
+def any_digest_matches(keys: Sequence[bytes], message: bytes, sent: bytes, algorithm: Algorithm) -> bool:
+    # no early exit: each key is checked so timing does not reveal which one matched
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(hmac_digest(key, message, algorithm), sent)
+    return matched
+
+
+# --- Standard Webhooks (https://www.standardwebhooks.com) -------------------------------------------
+
+KeyScheme = Literal["standard", "raw"]
+
+
+def standard_webhook_key(secret: str, scheme: KeyScheme = "standard") -> bytes:
+    """The HMAC key behind a `whsec_` secret.
+
+    `standard`: the spec's base64-decoded part after `whsec_` (padding optional).
+    `raw`: the UTF-8 bytes of the whole string, prefix included (Polar's older secrets, Whop).
+    """
+    if scheme == "raw":
+        if not secret:
+            raise ValueError("empty secret")
+        return secret.encode("utf-8")
+    encoded = secret.removeprefix("whsec_")
+    if not encoded:
+        raise ValueError("empty secret")
+    try:
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError("secret is not base64 after whsec_") from None
+
+
+def sign_standard_webhook(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + sign_hmac(key, signed, "sha256", "base64")
+
+
+def standard_webhook_headers(key: bytes, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign_standard_webhook(key, msg_id, timestamp, body),
+    }
+
+
+def verify_standard_webhook(
+    keys: Sequence[bytes],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance_seconds: int = STANDARD_TOLERANCE_SECONDS,
+) -> None:
+    """Check `webhook-id/-timestamp/-signature` (or their `svix-` twins); any `v1` entry may match."""
+    msg_id = headers.get("webhook-id") or headers.get("svix-id")
+    timestamp = headers.get("webhook-timestamp") or headers.get("svix-timestamp")
+    signature = headers.get("webhook-signature") or headers.get("svix-signature")
+    if not msg_id:
+        raise SignatureError.missing("webhook-id")
+    if not timestamp:
+        raise SignatureError.missing("webhook-timestamp")
+    if not signature:
+        raise SignatureError.missing("webhook-signature")
+    if "." in msg_id:
+        raise SignatureError.malformed("webhook-id")
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise SignatureError.malformed("webhook-timestamp") from None
+    if abs(now - sent_at) > tolerance_seconds:
+        raise SignatureError.timestamp()
+    signed = f"{msg_id}.{sent_at}.".encode() + body
+    candidates = []
+    for entry in signature.split(" "):
+        version, _, value = entry.partition(",")
+        if version != "v1" or not value:
+            continue
+        digest = decode_signature(value, "base64")
+        if digest is not None:
+            candidates.append(digest)
+    matched = False
+    for digest in candidates:
+        matched |= any_digest_matches(keys, signed, digest, "sha256")
+    if not matched:
+        raise SignatureError.mismatch("webhook-signature")
