@@ -123,7 +123,10 @@ class Worker:
             if self._inflight:
                 await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
             elif not busy:
-                return
+                due = await self.store.run(lambda tx: tx.next_due_at())
+                if due is None or due > self.clock() + (deadline - time.monotonic()):
+                    return
+                await asyncio.sleep(min(max(0.0, due - self.clock()), 0.5) + 0.001)
 
     # --- parsing stored calls --------------------------------------------------------------------
 

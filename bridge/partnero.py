@@ -122,7 +122,9 @@ def _classify_failure(response: httpx.Response, message: str) -> Outcome:
     if code == 429:
         return Outcome(Result.RETRY, f"rate limited: {message}", code, _retry_after(response))
     if code >= 500 or code == 408:
-        return Outcome(Result.RETRY, f"Partnero error {code}: {message}", code, _retry_after(response), True)
+        # 503 says the request was not taken on; any other 5xx may come after Partnero committed
+        maybe_sent = code != 503
+        return Outcome(Result.RETRY, f"Partnero error {code}: {message}", code, _retry_after(response), maybe_sent)
     return Outcome(Result.DEAD, f"rejected {code}: {message}", code)
 
 

@@ -445,6 +445,10 @@ class _SQLiteTransaction:
             )
         return cur.rowcount
 
+    def next_due_at(self) -> float | None:
+        row = self.conn.execute("SELECT MIN(next_attempt_at) FROM operations WHERE status = 'pending'").fetchone()
+        return None if row[0] is None else float(row[0])
+
     def add_attempt(self, attempt: Attempt) -> None:
         self.conn.execute(
             "INSERT INTO attempts (operation_id, at, outcome, status_code, detail) VALUES (?, ?, ?, ?, ?)",

@@ -1,0 +1,341 @@
+"""The worker and the outbox rules against a real SQLite store and the Partnero test server over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from bridge.config import Config, DeliverySettings, Endpoint, EndpointSettings, PartneroSettings, ServerSettings
+from bridge.delivery import Worker, backoff_seconds
+from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent
+from bridge.store.base import EventFilter, EventView, Operation, OpStatus, StoredCall
+from bridge.store.sqlite import SQLiteStore
+from providers.base import AdapterOptions, PayloadError, ProviderAdapter, WebhookRequest
+from tests.partnero_server import PartneroServer
+
+
+class ScriptedAdapter(ProviderAdapter):
+    """Test double: the body lists the normalized events to produce, so each rule is easy to state."""
+
+    name: ClassVar[str] = ""  # never registered
+    reports_dispute_outcome: ClassVar[bool] = True
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        pass
+
+    def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        data = json.loads(request.body)
+        if data == "boom":
+            raise RuntimeError("adapter bug")
+        if data == "junk":
+            raise PayloadError("junk")
+        return [_event(e) for e in data]
+
+
+def _event(spec: dict[str, Any]) -> NormalizedEvent:
+    return NormalizedEvent(
+        kind=EventKind(spec.get("kind", "sale")),
+        event_type=spec.get("type", "test.event"),
+        transaction_key=spec.get("key", "t:1"),
+        amount=Decimal(spec["amount"]) if "amount" in spec else Decimal("10.00"),
+        currency=spec.get("currency", "USD"),
+        customer=CustomerFacts(email=spec.get("email", "buyer@example.com"), metadata=spec.get("metadata", {})),
+        test_mode=spec.get("test_mode", False),
+        full_refund=spec.get("full_refund"),
+        dispute_state=DisputeState(spec["dispute"]) if "dispute" in spec else None,
+        reason=spec.get("reason"),
+    )
+
+
+class Harness:
+    def __init__(self, tmp: Path, partnero: PartneroServer, **endpoint: Any) -> None:
+        self.partnero = partnero
+        self.store = SQLiteStore(str(tmp / "bridge.db"))
+        settings = EndpointSettings.model_validate({"provider": "scripted", "secret": "s", **endpoint})
+        program = PartneroSettings(api_key=partnero.api_key, base_url=partnero.url, max_requests_per_second=1000)
+        if "dry_run" in endpoint:
+            program = program.model_copy(update={"dry_run": endpoint["dry_run"]})
+        self.endpoint = Endpoint("shop", settings, program, ScriptedAdapter(["s"], AdapterOptions()))
+        self.config = Config(
+            program,
+            "sqlite://",
+            ServerSettings(),
+            DeliverySettings(
+                max_attempts=4, initial_backoff_seconds=0.01, max_backoff_seconds=0.05, timeout_seconds=0.5
+            ),
+            {"shop": self.endpoint},
+        )
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self.store.open())
+        self.worker = Worker(self.config, self.store)
+        self.calls = 0
+
+    def receive(self, *events: dict[str, Any] | str) -> None:
+        self.calls += 1
+        body = json.dumps(events[0] if len(events) == 1 and isinstance(events[0], str) else list(events)).encode()
+        self.run(
+            self.store.run(
+                lambda tx: tx.insert_call("shop", f"d{self.calls}", time.time(), "POST", "/webhooks/shop", "", {}, body)
+            )
+        )
+
+    def drain(self) -> None:
+        self.run(self.worker.drain(timeout=20))
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def events(self, status: str | None = None) -> list[EventView]:
+        return list(self.run(self.store.run(lambda tx: tx.list_events(EventFilter(status=status)))))
+
+    def operation(self, op_key: str) -> Operation:
+        op = self.run(self.store.run(lambda tx: tx.get_operation(self.endpoint.partnero.scope, op_key)))
+        assert op is not None
+        return op  # type: ignore[no-any-return]
+
+    def call(self, call_id: int) -> StoredCall:
+        return self.run(self.store.run(lambda tx: tx.get_call(call_id)))  # type: ignore[no-any-return]
+
+    def methods(self) -> Sequence[str]:
+        return [r.method for r in self.partnero.requests if r.path.startswith("/v1/transactions")]
+
+    def close(self) -> None:
+        self.run(self.worker.aclose())
+        self.run(self.store.close())
+        self.loop.close()
+
+
+@pytest.fixture
+def make(tmp_path: Path, partnero: PartneroServer) -> Iterator[Any]:
+    partnero.add_customer("buyer@example.com")
+    made: list[Harness] = []
+
+    def factory(**endpoint: Any) -> Harness:
+        harness = Harness(tmp_path / str(len(made)), partnero, **endpoint)
+        made.append(harness)
+        return harness
+
+    (tmp_path / "0").mkdir()
+    for i in range(1, 4):
+        (tmp_path / str(i)).mkdir()
+    yield factory
+    for harness in made:
+        harness.close()
+
+
+def test_a_payment_announced_many_times_is_posted_once(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"key": "t:1", "amount": "19.99"}, {"key": "t:1", "type": "other.announcement"})
+    h.receive({"key": "t:1"})
+    h.drain()
+    assert h.methods() == ["POST"]
+    [tx] = partnero.live_transactions()
+    assert (tx.key, tx.amount, tx.amount_units, tx.customer_key) == (
+        "t:1",
+        Decimal("19.99"),
+        "USD",
+        "buyer@example.com",
+    )
+    statuses = sorted(e.status for e in h.events())
+    assert statuses == ["delivered", "duplicate", "duplicate"]
+
+
+def test_full_refund_deletes_the_same_key_after_the_sale(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    partnero.fail_next(2, status=503, method="POST")
+    h.receive({"key": "t:9"})
+    h.drain()
+    h.receive({"kind": "refund", "key": "t:9", "full_refund": True})
+    h.receive({"kind": "refund", "key": "t:9", "full_refund": True})
+    h.drain()
+    assert h.methods() == ["POST", "POST", "POST", "DELETE"]
+    assert partnero.ledger() == {}
+    assert h.operation("delete:t:9").status is OpStatus.DELIVERED
+
+
+def test_refund_of_a_sale_never_sent_cancels_both(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"key": "t:2"})
+    h.receive({"kind": "refund", "key": "t:2"})
+    h.drain()
+    assert h.methods() == []
+    assert h.operation("create:t:2").status is OpStatus.SKIPPED
+    assert h.operation("delete:t:2").reason == "its sale was never sent"
+
+
+def test_refund_arriving_before_its_sale(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"kind": "refund", "key": "t:3"})
+    h.drain()
+    h.receive({"key": "t:3"})
+    h.drain()
+    assert h.methods() == ["DELETE"]
+    assert partnero.transactions == []
+    assert h.operation("delete:t:3").status is OpStatus.SKIPPED
+    assert "refund arrived first" in (h.operation("create:t:3").reason or "")
+
+
+def test_partial_refund_is_recorded_not_sent(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"key": "t:4", "amount": "50.00"})
+    h.drain()
+    h.receive({"kind": "refund", "key": "t:4", "amount": "10.00"})
+    h.drain()
+    assert h.methods() == ["POST"]
+    skipped = h.events("skipped")
+    assert len(skipped) == 1 and "partial refund" in (skipped[0].reason or "")
+    assert partnero.ledger() == {"t:4": [Decimal("50.00")]}
+
+
+def test_partial_refund_policy_full_reverses(make: Any, partnero: PartneroServer) -> None:
+    h = make(partial_refunds="full")
+    h.receive({"key": "t:5", "amount": "50.00"})
+    h.drain()
+    h.receive({"kind": "refund", "key": "t:5", "amount": "10.00", "full_refund": False})
+    h.drain()
+    assert partnero.ledger() == {}
+
+
+def test_disputes_reverse_on_lost_by_default(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"key": "t:6"})
+    h.drain()
+    h.receive({"kind": "dispute", "key": "t:6", "dispute": "opened"})
+    h.drain()
+    assert h.methods() == ["POST"]
+    h.receive({"kind": "dispute", "key": "t:6", "dispute": "lost"})
+    h.drain()
+    assert h.methods() == ["POST", "DELETE"]
+
+
+def test_unknown_customer_is_skipped_not_failed(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"key": "t:7", "email": "stranger@example.com"})
+    h.drain()
+    op = h.operation("create:t:7")
+    assert op.status is OpStatus.SKIPPED
+    assert "customer" in (op.reason or "")
+
+
+def test_validation_error_is_dead_with_partneros_message(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    partnero.fail_next(1, status=422, body={"message": "The amount field is required."}, method="POST")
+    h.receive({"key": "t:8"})
+    h.drain()
+    op = h.operation("create:t:8")
+    assert op.status is OpStatus.DEAD
+    assert "amount field is required" in (op.reason or "")
+
+
+def test_gives_up_after_max_attempts(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    partnero.fail_next(10, status=500, method="POST")
+    partnero.fail_next(10, status=500, method="GET")
+    h.receive({"key": "t:10"})
+    h.drain()
+    # a 500 may come after a commit, so every retry first looks the key up
+    assert h.methods() == ["POST", "GET", "GET", "GET"]
+    op = h.operation("create:t:10")
+    assert op.status is OpStatus.DEAD
+    assert op.reason and op.reason.startswith("gave up after 4 attempts")
+
+
+def test_rate_limit_honours_retry_after(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    partnero.rate_limit_next(1, retry_after=1)
+    h.receive({"key": "t:11"})
+    h.run(h.worker.step())
+    h.run(asyncio.sleep(0.3))
+    op = h.operation("create:t:11")
+    assert op.status is OpStatus.PENDING
+    assert op.next_attempt_at - op.updated_at >= 1.0
+    h.drain()
+    assert h.operation("create:t:11").status is OpStatus.DELIVERED
+    assert len(partnero.transactions) == 1
+
+
+@pytest.mark.parametrize("fault", ["hang", "break"])
+def test_uncertain_attempt_is_looked_up_not_reposted(make: Any, partnero: PartneroServer, fault: str) -> None:
+    h = make()
+    if fault == "hang":
+        partnero.hang_next(1, seconds=3, commit=True, method="POST")
+    else:
+        partnero.break_next(1, commit=True, method="POST")
+    h.receive({"key": "t:12"})
+    h.drain()
+    assert h.methods() == ["POST", "GET"]
+    assert len(partnero.transactions) == 1
+    assert h.operation("create:t:12").reason == "found at Partnero after an uncertain attempt"
+
+
+def test_uncertain_attempt_that_did_not_commit_is_sent_again(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    partnero.break_next(1, commit=False, method="POST")
+    h.receive({"key": "t:13"})
+    h.drain()
+    assert h.methods() == ["POST", "GET", "POST"]
+    assert len(partnero.transactions) == 1
+
+
+def test_dry_run_sends_nothing(make: Any, partnero: PartneroServer) -> None:
+    h = make(dry_run=True)
+    h.receive({"key": "t:14"})
+    h.drain()
+    assert h.methods() == []
+    assert h.operation("create:t:14").reason == "dry run: recorded, not sent"
+
+
+def test_test_mode_skip_and_deliver(make: Any, partnero: PartneroServer) -> None:
+    skip = make()
+    skip.receive({"key": "t:15", "test_mode": True})
+    skip.drain()
+    assert skip.events("skipped")[0].reason == "test mode (endpoint test_mode: skip)"
+    deliver = make(test_mode="deliver")
+    deliver.receive({"key": "t:16", "test_mode": True})
+    deliver.drain()
+    assert [t.key for t in partnero.transactions] == ["t:16"]
+
+
+def test_customer_key_cascade_and_missing_key(make: Any, partnero: PartneroServer) -> None:
+    partnero.add_customer("u-42")
+    h = make(customer_key=["metadata.user_id", "email"])
+    h.receive({"key": "t:17", "metadata": {"user_id": "u-42"}}, {"key": "t:18", "email": None})
+    h.drain()
+    assert [t.customer_key for t in partnero.transactions] == ["u-42"]
+    [skipped] = h.events("skipped")
+    assert skipped.reason == "no customer key (tried metadata.user_id, email)"
+
+
+def test_unparseable_calls_are_kept_with_the_error(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive("junk")
+    h.receive("boom")
+    h.receive({"key": "t:19"})
+    h.drain()
+    assert h.call(1).status.value == "failed" and h.call(1).error == "cannot parse: junk"
+    assert h.call(2).error == "adapter error: RuntimeError"
+    assert h.call(1).body == b'"junk"'
+    assert len(partnero.transactions) == 1
+
+
+def test_ignored_events_keep_their_reason(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"kind": "ignored", "key": None, "reason": "subscription.updated moves no money"})
+    h.drain()
+    [event] = h.events()
+    assert (event.status, event.reason) == ("ignored", "subscription.updated moves no money")
+
+
+def test_backoff_grows_with_jitter_and_respects_retry_after() -> None:
+    delays = [backoff_seconds(n, 2, 3600) for n in range(1, 8)]
+    for n, delay in enumerate(delays, start=1):
+        assert 2**n * 0.5 <= delay <= 2**n
+    assert backoff_seconds(30, 2, 60) <= 60
+    assert backoff_seconds(1, 2, 60, retry_after=45) >= 45
