@@ -1,0 +1,376 @@
+"""Lemon Squeezy: `X-Signature` hex HMAC-SHA256 of the raw body; JSON:API orders and subscription invoices.
+
+Keys: `lemonsqueezy:order:<order id>` for an order (one-off purchase or the first subscription payment)
+and `lemonsqueezy:invoice:<invoice id>` for a renewal, so the first subscription payment, announced by
+both `order_created` and `subscription_payment_success` (billing_reason `initial`), is counted once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
+from bridge.money import from_minor_units, normalize_currency
+from providers.base import (
+    AdapterOptions,
+    PayloadError,
+    ProviderAdapter,
+    SignedRequest,
+    WebhookRequest,
+    body_hash,
+)
+from providers.signatures import sign_hmac, verify_hmac
+
+SIGNATURE_HEADER = "x-signature"
+EVENT_HEADER = "x-event-name"
+
+# cumulative `refunded_amount` rises with each partial refund of the same object, so it belongs in
+# the delivery id: otherwise the second partial refund would be dropped as a duplicate delivery
+_REFUND_EVENTS = frozenset({"order_refunded", "subscription_payment_refunded"})
+
+_IGNORED_REASONS = {
+    "subscription_created": "subscription start; its first payment is counted by order_created",
+    "subscription_payment_recovered": (
+        "always sent together with subscription_payment_success for the same invoice, which counts it"
+    ),
+    "subscription_payment_failed": "no money moved",
+    "subscription_updated": "subscription change; charges arrive as subscription_payment_success",
+    "subscription_cancelled": "no money moved",
+    "subscription_expired": "no money moved",
+    "subscription_resumed": "no money moved",
+    "subscription_paused": "no money moved",
+    "subscription_unpaused": "no money moved",
+    "license_key_created": "license keys carry no payment",
+    "license_key_updated": "license keys carry no payment",
+}
+
+# a JSON object as parsed from the body
+Json = Mapping[str, Any]
+Handler = Callable[[str, Json, Json], NormalizedEvent]
+
+
+class LemonSqueezyOptions(AdapterOptions):
+    """`amount_field`: `total` (default) includes the tax Lemon Squeezy collects as merchant of record;
+    `subtotal` pays commission on the pre-tax amount after discounts (`subtotal - discount_total`)."""
+
+    amount_field: Literal["total", "subtotal"] = "total"
+
+
+class LemonSqueezyAdapter(ProviderAdapter):
+    name = "lemonsqueezy"
+    Options = LemonSqueezyOptions
+
+    def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
+        super().__init__(secrets, options)
+        if any(not secret for secret in self.secrets):
+            raise ValueError("lemonsqueezy: empty webhook signing secret")
+        # the merchant types the secret into the dashboard; Lemon Squeezy uses it as UTF-8 bytes
+        self._keys = tuple(secret.encode("utf-8") for secret in self.secrets)
+        settings = options if isinstance(options, LemonSqueezyOptions) else LemonSqueezyOptions()
+        self._amount_field = settings.amount_field
+        self._handlers: dict[str, Handler] = {
+            "order_created": self._order_created,
+            "order_refunded": self._order_refunded,
+            "subscription_payment_success": self._invoice_paid,
+            "subscription_payment_refunded": self._invoice_refunded,
+        }
+
+    # --- signature ---------------------------------------------------------------------------------
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        # no timestamp in the scheme, so there is no replay window to check
+        verify_hmac(self._keys, request.body, request.header(SIGNATURE_HEADER), header="X-Signature")
+
+    def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
+        headers = {SIGNATURE_HEADER: sign_hmac(secret.encode("utf-8"), body)}
+        event = _peek_event_name(body)
+        if event:
+            headers[EVENT_HEADER] = event
+        return SignedRequest(headers=headers)
+
+    # --- delivery id -------------------------------------------------------------------------------
+
+    def delivery_id(self, request: WebhookRequest) -> str:
+        """`event:type:id` (plus the cumulative refunded amount for refunds), else a body hash.
+
+        Lemon Squeezy documents no delivery id; a manual resend repeats the body, so it dedups too.
+        """
+        try:
+            payload = _load(request.body)
+            meta, data = payload.get("meta"), payload.get("data")
+            if not isinstance(meta, Mapping) or not isinstance(data, Mapping):
+                return body_hash(request.body)
+            event, kind, object_id = meta.get("event_name"), data.get("type"), data.get("id")
+            if not (isinstance(event, str) and event and isinstance(kind, str) and kind):
+                return body_hash(request.body)
+            parts = [event, kind, _object_id(object_id)]
+            attributes = data.get("attributes")
+            if event in _REFUND_EVENTS and isinstance(attributes, Mapping):
+                parts.append(str(attributes.get("refunded_amount")))
+            if meta.get("test_mode") is True:
+                parts.append("test")
+            return ":".join(parts)
+        except (PayloadError, ValueError, TypeError, RecursionError):
+            return body_hash(request.body)
+
+    # --- parse -------------------------------------------------------------------------------------
+
+    def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        payload = _load(request.body)
+        meta = payload.get("meta")
+        if not isinstance(meta, Mapping):
+            raise PayloadError("missing meta object")
+        event = meta.get("event_name") or request.header(EVENT_HEADER)
+        if not isinstance(event, str) or not event:
+            raise PayloadError("missing meta.event_name")
+        handler = self._handlers.get(event)
+        if handler is None:
+            return [ignored(event, _IGNORED_REASONS.get(event, "event not used by the bridge"))]
+        data = payload.get("data")
+        if not isinstance(data, Mapping):
+            raise PayloadError(f"{event}: missing data object")
+        try:
+            return [handler(event, meta, data)]
+        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+            raise PayloadError(f"{event}: {exc}") from None
+
+    def _order_created(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
+        attributes = _attributes(data, "orders")
+        status = attributes.get("status")
+        if status in ("pending", "failed"):
+            return ignored(event, f"order status is {status}, not paid")
+        currency = _currency(attributes)
+        return NormalizedEvent(
+            kind=EventKind.SALE,
+            event_type=event,
+            transaction_key=f"lemonsqueezy:order:{_data_id(data)}",
+            amount=self._sale_amount(attributes, currency),
+            currency=currency,
+            customer=_customer(meta, attributes),
+            product_id=_first_item(attributes, "product_id"),
+            product_type=_first_item(attributes, "variant_id"),
+            test_mode=_test_mode(meta, attributes),
+            occurred_at=_timestamp(attributes.get("created_at")),
+        )
+
+    def _order_refunded(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
+        attributes = _attributes(data, "orders")
+        return _refund(
+            event,
+            f"lemonsqueezy:order:{_data_id(data)}",
+            meta,
+            attributes,
+            product_id=_first_item(attributes, "product_id"),
+            product_type=_first_item(attributes, "variant_id"),
+        )
+
+    def _invoice_paid(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
+        attributes = _attributes(data, "subscription-invoices")
+        reason = _billing_reason(attributes)
+        if reason == "initial":
+            return ignored(event, "first subscription payment: counted by order_created under the order key")
+        if reason == "updated":
+            return ignored(event, "plan-change charge (billing_reason=updated) is not booked as a sale yet")
+        currency = _currency(attributes)
+        return NormalizedEvent(
+            kind=EventKind.SALE,
+            event_type=event,
+            transaction_key=f"lemonsqueezy:invoice:{_data_id(data)}",
+            amount=self._sale_amount(attributes, currency),
+            currency=currency,
+            customer=_customer(meta, attributes),
+            test_mode=_test_mode(meta, attributes),
+            occurred_at=_timestamp(attributes.get("created_at")),
+        )
+
+    def _invoice_refunded(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
+        attributes = _attributes(data, "subscription-invoices")
+        reason = _billing_reason(attributes)
+        if reason == "initial":
+            return ignored(
+                event,
+                "refund of a first subscription payment: its sale is booked under the order key, which "
+                "this invoice does not carry; the order_refunded event of that order reverses it",
+            )
+        if reason == "updated":
+            return ignored(event, "refund of a plan-change charge (billing_reason=updated), never booked")
+        return _refund(event, f"lemonsqueezy:invoice:{_data_id(data)}", meta, attributes)
+
+    def _sale_amount(self, attributes: Json, currency: str) -> Decimal:
+        if self._amount_field == "subtotal":
+            cents = _cents(attributes, "subtotal")
+            if attributes.get("discount_total") is not None:
+                cents -= _cents(attributes, "discount_total")
+        else:
+            cents = _cents(attributes, "total")
+        return from_minor_units(cents, currency)
+
+
+def _refund(
+    event: str,
+    key: str,
+    meta: Json,
+    attributes: Json,
+    product_id: str | None = None,
+    product_type: str | None = None,
+) -> NormalizedEvent:
+    """A refund on the provider's gross basis: `sale_amount` is `total`, `refunded_total` is cumulative.
+
+    Lemon Squeezy reports only the cumulative figure, so the amount of this one refund stays unknown
+    here (the core can difference it against the previous delivery).
+    """
+    currency = _currency(attributes)
+    total = from_minor_units(_cents(attributes, "total"), currency)
+    refunded_total = None
+    if attributes.get("refunded_amount") is not None:
+        refunded_total = from_minor_units(_cents(attributes, "refunded_amount"), currency)
+    if attributes.get("status") == "refunded" or attributes.get("refunded") is True:
+        full_refund: bool | None = True
+    elif refunded_total is not None:
+        full_refund = refunded_total >= total
+    else:
+        full_refund = None
+    return NormalizedEvent(
+        kind=EventKind.REFUND,
+        event_type=event,
+        transaction_key=key,
+        currency=currency,
+        customer=_customer(meta, attributes),
+        product_id=product_id,
+        product_type=product_type,
+        test_mode=_test_mode(meta, attributes),
+        occurred_at=_timestamp(attributes.get("refunded_at") or attributes.get("updated_at")),
+        full_refund=full_refund,
+        refunded_total=refunded_total,
+        sale_amount=total,
+    )
+
+
+# --- payload helpers --------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} in JSON")
+
+
+def _load(body: bytes) -> Json:
+    try:
+        payload = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise PayloadError("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise PayloadError("body is not a JSON object")
+    return payload
+
+
+def _peek_event_name(body: bytes) -> str | None:
+    try:
+        meta = _load(body).get("meta")
+    except PayloadError:
+        return None
+    event = meta.get("event_name") if isinstance(meta, Mapping) else None
+    return event if isinstance(event, str) and event else None
+
+
+def _object_id(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise ValueError("data.id is not an id")
+    return str(value)
+
+
+def _data_id(data: Json) -> str:
+    try:
+        return _object_id(data.get("id"))
+    except ValueError:
+        raise PayloadError("missing data.id") from None
+
+
+def _attributes(data: Json, expected_type: str) -> Json:
+    # a wrong object type would put a foreign id under this key family
+    kind = data.get("type")
+    if kind is not None and kind != expected_type:
+        raise PayloadError(f"data.type is {kind!r}, expected {expected_type!r}")
+    attributes = data.get("attributes")
+    if not isinstance(attributes, Mapping):
+        raise PayloadError("missing data.attributes")
+    return attributes
+
+
+def _cents(attributes: Json, field: str) -> int | Decimal:
+    value = attributes.get(field)
+    if value is None:
+        raise PayloadError(f"missing data.attributes.{field}")
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise PayloadError(f"data.attributes.{field} is not an amount in cents")
+    if value < 0:
+        raise PayloadError(f"data.attributes.{field} is negative")
+    return value
+
+
+def _currency(attributes: Json) -> str:
+    code = attributes.get("currency")
+    if not isinstance(code, str) or not code:
+        raise PayloadError("missing data.attributes.currency")
+    try:
+        return normalize_currency(code)
+    except ValueError:
+        raise PayloadError(f"unknown currency {code!r}") from None
+
+
+def _billing_reason(attributes: Json) -> str:
+    reason = attributes.get("billing_reason")
+    if reason not in ("initial", "renewal", "updated"):
+        # an unknown reason could be a payment: keep the call for replay rather than guess
+        raise PayloadError(f"unknown data.attributes.billing_reason {reason!r}")
+    return str(reason)
+
+
+def _customer(meta: Json, attributes: Json) -> CustomerFacts:
+    customer_id = attributes.get("customer_id")
+    return CustomerFacts(
+        email=_text(attributes.get("user_email")),
+        customer_id=None if customer_id is None or isinstance(customer_id, bool) else str(customer_id),
+        name=_text(attributes.get("user_name")),
+        metadata=_metadata(meta.get("custom_data")),
+    )
+
+
+def _metadata(custom_data: Any) -> dict[str, str]:
+    """`meta.custom_data` as strings; URL-passed values already are, API-passed ones may be numbers."""
+    if not isinstance(custom_data, Mapping):
+        return {}
+    metadata: dict[str, str] = {}
+    for name, value in custom_data.items():
+        if isinstance(value, bool):
+            metadata[str(name)] = "true" if value else "false"
+        elif isinstance(value, str | int | Decimal):
+            metadata[str(name)] = str(value)
+    return metadata
+
+
+def _first_item(attributes: Json, field: str) -> str | None:
+    item = attributes.get("first_order_item")
+    value = item.get(field) if isinstance(item, Mapping) else None
+    return None if value is None or isinstance(value, bool) else str(value)
+
+
+def _test_mode(meta: Json, attributes: Json) -> bool:
+    # either flag marks test data; a test payment must never reach a live program
+    return meta.get("test_mode") is True or attributes.get("test_mode") is True
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

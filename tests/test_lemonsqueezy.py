@@ -1,0 +1,608 @@
+"""Lemon Squeezy adapter: signature vector and round trips, parse of every fixture, dedup rules, junk."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from bridge.events import CustomerFacts, EventKind, NormalizedEvent
+from providers import get_adapter_class
+from providers.base import PayloadError, SignatureError, WebhookRequest, body_hash
+from providers.lemonsqueezy import LemonSqueezyAdapter, LemonSqueezyOptions
+from providers.signatures import sign_hmac, verify_hmac
+
+FIXTURES = Path(__file__).parent / "fixtures" / "lemonsqueezy"
+SECRET = "whsec-lemon-test-1"
+NOW = 1_700_000_000.0
+
+# Fixture sources (every edit is listed in tests/fixtures/lemonsqueezy/SOURCES.md):
+#   "pay @ dd766aa" = https://github.com/pay-rails/pay/tree/dd766aa04c7837bf5d5456beb7195e736c68f6b2/test/fixtures/files/lemon_squeezy
+#   "pay @ f58eb8e" = https://github.com/pay-rails/pay/tree/f58eb8e06b85dc553cbcb15b8e4c4c5d2c170b47/test/fixtures/files/lemon_squeezy
+#   custom data sample: https://docs.lemonsqueezy.com/help/checkout/passing-custom-data
+
+
+def adapter(*secrets: str, **options: Any) -> LemonSqueezyAdapter:
+    return LemonSqueezyAdapter(secrets or (SECRET,), LemonSqueezyOptions(**options))
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(fixture(name))
+    return loaded
+
+
+def request(body: bytes, headers: dict[str, str] | None = None) -> WebhookRequest:
+    return WebhookRequest(method="POST", path="/webhooks/x", headers=headers or {}, body=body)
+
+
+def signed(body: bytes, secret: str = SECRET) -> WebhookRequest:
+    return request(body, adapter(secret).sign(body, secret, NOW).headers)
+
+
+def parse_one(body: bytes, **options: Any) -> NormalizedEvent:
+    events = adapter(**options).parse(request(body))
+    assert len(events) == 1
+    return events[0]
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
+
+
+# --- public vector ------------------------------------------------------------------------------------
+
+RFC4231_KEY = b"Jefe"
+RFC4231_DATA = b"what do ya want for nothing?"
+RFC4231_HMAC_SHA256 = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+
+
+def test_rfc4231_case_2_through_the_shared_helpers() -> None:
+    assert sign_hmac(RFC4231_KEY, RFC4231_DATA) == RFC4231_HMAC_SHA256
+    verify_hmac([RFC4231_KEY], RFC4231_DATA, RFC4231_HMAC_SHA256)
+
+
+def test_rfc4231_case_2_through_the_adapter() -> None:
+    signed_request = adapter("Jefe").sign(RFC4231_DATA, "Jefe", NOW)
+    assert signed_request.headers == {"x-signature": RFC4231_HMAC_SHA256}
+    assert signed_request.query_string == ""
+    adapter("Jefe").verify(request(RFC4231_DATA, {"x-signature": RFC4231_HMAC_SHA256}), NOW)
+
+
+def test_a_secret_is_used_as_utf8_bytes() -> None:
+    secret = "clé-secrète"
+    expected = sign_hmac(secret.encode("utf-8"), RFC4231_DATA)
+    assert adapter(secret).sign(RFC4231_DATA, secret, NOW).headers["x-signature"] == expected
+
+
+# --- verify ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json") if p.name != "e2e.json"))
+def test_sign_then_verify_round_trips_every_fixture(name: str) -> None:
+    body = fixture(name)  # sources: SOURCES.md, pay-rails/pay @ dd766aa / f58eb8e
+    signed_request = signed(body)
+    assert signed_request.headers["x-event-name"] == json.loads(body)["meta"]["event_name"]
+    adapter().verify(signed_request, NOW)
+
+
+def test_no_timestamp_so_no_tolerance_window() -> None:
+    body = fixture("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    adapter().verify(signed(body), 0.0)
+    adapter().verify(signed(body), NOW + 10 * 365 * 86400)
+
+
+def test_wrong_secret_is_a_mismatch() -> None:
+    body = fixture("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    with pytest.raises(SignatureError, match=r"^X-Signature does not match$"):
+        adapter("another-secret").verify(signed(body, SECRET), NOW)
+
+
+def test_missing_header_is_missing() -> None:
+    with pytest.raises(SignatureError, match=r"^missing X-Signature$"):
+        adapter().verify(request(b"{}"), NOW)
+    with pytest.raises(SignatureError, match=r"^missing X-Signature$"):
+        adapter().verify(request(b"{}", {"x-signature": ""}), NOW)
+
+
+def test_tampered_body_is_a_mismatch() -> None:
+    body = fixture("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    headers = dict(signed(body).headers)
+    tampered = body.replace(b'"total": 5899', b'"total": 9999')
+    assert tampered != body
+    with pytest.raises(SignatureError, match="does not match"):
+        adapter().verify(request(tampered, headers), NOW)
+
+
+def test_reserialized_json_does_not_verify() -> None:
+    body = fixture("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    headers = dict(signed(body).headers)
+    compact = json.dumps(json.loads(body), separators=(",", ":")).encode()
+    with pytest.raises(SignatureError, match="does not match"):
+        adapter().verify(request(compact, headers), NOW)
+
+
+@pytest.mark.parametrize("value", ["not-hex", "abc", "sha256=" + RFC4231_HMAC_SHA256])
+def test_malformed_header(value: str) -> None:
+    with pytest.raises(SignatureError, match=r"^malformed X-Signature$"):
+        adapter().verify(request(b"{}", {"x-signature": value}), NOW)
+
+
+def test_a_base64_signature_is_refused() -> None:
+    # a third-party crate documents base64; Lemon Squeezy sends hex
+    import base64
+
+    raw = bytes.fromhex(sign_hmac(SECRET.encode(), b"{}"))
+    with pytest.raises(SignatureError):
+        adapter().verify(request(b"{}", {"x-signature": base64.b64encode(raw).decode()}), NOW)
+
+
+def test_rotation_accepts_old_and_new_secret() -> None:
+    body = fixture("order_refunded.json")  # built from pay-rails/pay @ dd766aa (SOURCES.md)
+    rotating = adapter("old-secret", "new-secret")
+    rotating.verify(signed(body, "old-secret"), NOW)
+    rotating.verify(signed(body, "new-secret"), NOW)
+    with pytest.raises(SignatureError, match="does not match"):
+        rotating.verify(signed(body, "third-secret"), NOW)
+
+
+def test_empty_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        LemonSqueezyAdapter(["ok-secret", ""], LemonSqueezyOptions())
+
+
+def test_sign_leaves_out_the_event_header_for_junk() -> None:
+    assert set(adapter().sign(b"not json", SECRET, NOW).headers) == {"x-signature"}
+
+
+def test_registered_under_its_name() -> None:
+    assert get_adapter_class("lemonsqueezy") is LemonSqueezyAdapter
+
+
+# --- parse: sales -----------------------------------------------------------------------------------------
+
+
+def test_order_created_is_a_sale_under_the_order_key() -> None:
+    # pay-rails/pay order_created.json @ dd766aa + docs custom-data sample (SOURCES.md)
+    event = parse_one(fixture("order_created.json"))
+    assert event == NormalizedEvent(
+        kind=EventKind.SALE,
+        event_type="order_created",
+        transaction_key="lemonsqueezy:order:1",
+        amount=Decimal("58.99"),
+        currency="USD",
+        customer=CustomerFacts(
+            email="dan@lemonsqueezy.com",
+            customer_id="1",
+            name="Dan R",
+            metadata={"user_id": "123", "campaign_id": "abc"},
+        ),
+        product_id="1",
+        product_type="1",
+        test_mode=False,
+        occurred_at=datetime(2023, 1, 17, 12, 26, 23, tzinfo=UTC),
+    )
+    assert str(event.amount) == "58.99"
+
+
+def test_upstream_order_without_custom_data_or_meta_test_mode() -> None:
+    # the pay-rails/pay sample as published carries neither meta.custom_data nor meta.test_mode
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa (SOURCES.md)
+    payload["meta"] = {"event_name": "order_created"}
+    event = parse_one(encode(payload))
+    assert event.customer.metadata == {}
+    assert event.test_mode is False
+    assert event.transaction_key == "lemonsqueezy:order:1"
+
+
+def test_test_mode_order() -> None:
+    event = parse_one(fixture("order_created_test_mode.json"))  # pay-rails/pay @ dd766aa, edited
+    assert event.kind is EventKind.SALE
+    assert event.test_mode is True
+    assert event.transaction_key == "lemonsqueezy:order:2"
+
+
+def test_attributes_test_mode_alone_marks_test_data() -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["meta"]["test_mode"] = False
+    payload["data"]["attributes"]["test_mode"] = True
+    assert parse_one(encode(payload)).test_mode is True
+
+
+def test_meta_test_mode_alone_marks_test_data() -> None:
+    payload = fixture_json("subscription_payment_refunded_renewal.json")  # pay-rails/pay @ dd766aa, edited
+    payload["meta"]["test_mode"] = True
+    assert payload["data"]["attributes"]["test_mode"] is False
+    assert parse_one(encode(payload)).test_mode is True
+
+
+def test_renewal_invoice_is_a_sale_under_the_invoice_key() -> None:
+    # pay-rails/pay subscription_payment_success.json @ dd766aa, billing_reason → renewal (SOURCES.md)
+    event = parse_one(fixture("subscription_payment_success_renewal.json"))
+    assert event == NormalizedEvent(
+        kind=EventKind.SALE,
+        event_type="subscription_payment_success",
+        transaction_key="lemonsqueezy:invoice:2",
+        amount=Decimal("9.99"),
+        currency="USD",
+        customer=CustomerFacts(
+            email="gernser@yahoo.com",
+            customer_id="1",
+            name="Darlene Daugherty",
+            metadata={"user_id": "123"},
+        ),
+        test_mode=False,
+        occurred_at=datetime(2023, 2, 18, 12, 16, 24, tzinfo=UTC),
+    )
+
+
+def test_first_subscription_payment_counted_once() -> None:
+    # order_created and subscription_payment_success (initial) announce the same first payment
+    order = parse_one(fixture("order_created.json"))  # pay-rails/pay @ dd766aa, edited
+    initial = parse_one(fixture("subscription_payment_success.json"))  # pay-rails/pay @ dd766aa, as is
+    assert order.kind is EventKind.SALE
+    assert initial.kind is EventKind.IGNORED
+    assert initial.transaction_key is None
+    assert initial.reason == "first subscription payment: counted by order_created under the order key"
+
+
+def test_plan_change_invoice_is_ignored_for_now() -> None:
+    # pay-rails/pay subscription_payment_success.json @ dd766aa, billing_reason → updated (SOURCES.md)
+    event = parse_one(fixture("subscription_payment_success_updated.json"))
+    assert event.kind is EventKind.IGNORED
+    assert event.reason is not None and "billing_reason=updated" in event.reason
+
+
+def test_amount_field_subtotal_pays_on_the_pre_tax_amount_after_discounts() -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["data"]["attributes"].update(subtotal=5000, discount_total=500, tax=900, total=5400)
+    body = encode(payload)
+    assert parse_one(body).amount == Decimal("54.00")
+    assert parse_one(body, amount_field="subtotal").amount == Decimal("45.00")
+    del payload["data"]["attributes"]["discount_total"]
+    assert parse_one(encode(payload), amount_field="subtotal").amount == Decimal("50.00")
+
+
+def test_renewal_amount_field_subtotal() -> None:
+    payload = fixture_json("subscription_payment_success_renewal.json")  # pay-rails/pay @ dd766aa, edited
+    payload["data"]["attributes"].update(subtotal=1000, discount_total=0, tax=200, total=1200)
+    assert parse_one(encode(payload), amount_field="subtotal").amount == Decimal("10.00")
+    assert parse_one(encode(payload)).amount == Decimal("12.00")
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        LemonSqueezyOptions(amount_field="net")  # type: ignore[arg-type]
+    with pytest.raises(pydantic.ValidationError):
+        LemonSqueezyOptions.model_validate({"amount_feild": "total"})
+    assert LemonSqueezyOptions().amount_field == "total"
+
+
+def test_currency_exponent_and_case() -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["data"]["attributes"].update(currency="JPY", total=1200)
+    event = parse_one(encode(payload))
+    assert (event.amount, event.currency) == (Decimal("1200"), "JPY")
+    payload["data"]["attributes"].update(currency="eur", total=1234)
+    event = parse_one(encode(payload))
+    assert (event.amount, event.currency) == (Decimal("12.34"), "EUR")
+
+
+def test_custom_data_becomes_string_metadata() -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["meta"]["custom_data"] = {
+        "user_id": 123,
+        "vip": True,
+        "ratio": 1.5,
+        "nested": {"a": 1},
+        "list": [1],
+        "none": None,
+        "code": "abc",
+    }
+    metadata = parse_one(encode(payload)).customer.metadata
+    assert metadata == {"user_id": "123", "vip": "true", "ratio": "1.5", "code": "abc"}
+
+
+def test_large_integer_ids_stay_exact() -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["data"]["id"] = 9007199254740993
+    payload["data"]["attributes"]["customer_id"] = 9007199254740995
+    event = parse_one(encode(payload))
+    assert event.transaction_key == "lemonsqueezy:order:9007199254740993"
+    assert event.customer.customer_id == "9007199254740995"
+
+
+@pytest.mark.parametrize("status", ["pending", "failed"])
+def test_unpaid_order_is_ignored(status: str) -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["data"]["attributes"]["status"] = status
+    event = parse_one(encode(payload))
+    assert event.kind is EventKind.IGNORED
+    assert event.reason == f"order status is {status}, not paid"
+
+
+def test_event_name_falls_back_to_the_header() -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    del payload["meta"]["event_name"]
+    body = encode(payload)
+    events = adapter().parse(request(body, {"x-event-name": "order_created"}))
+    assert [e.transaction_key for e in events] == ["lemonsqueezy:order:1"]
+
+
+# --- parse: refunds ---------------------------------------------------------------------------------------
+
+
+def test_full_order_refund_names_the_sale_key() -> None:
+    # built from pay-rails/pay order_created.json @ dd766aa (SOURCES.md)
+    event = parse_one(fixture("order_refunded.json"))
+    assert event == NormalizedEvent(
+        kind=EventKind.REFUND,
+        event_type="order_refunded",
+        transaction_key="lemonsqueezy:order:1",
+        amount=None,
+        currency="USD",
+        customer=CustomerFacts(
+            email="dan@lemonsqueezy.com",
+            customer_id="1",
+            name="Dan R",
+            metadata={"user_id": "123", "campaign_id": "abc"},
+        ),
+        product_id="1",
+        product_type="1",
+        test_mode=False,
+        occurred_at=datetime(2023, 1, 20, 9, 30, tzinfo=UTC),
+        full_refund=True,
+        refunded_total=Decimal("58.99"),
+        sale_amount=Decimal("58.99"),
+    )
+    assert event.transaction_key == parse_one(fixture("order_created.json")).transaction_key
+
+
+def test_partial_order_refund_is_cumulative() -> None:
+    # built from pay-rails/pay order_created.json @ dd766aa, shape of the docs' issue-refund response
+    event = parse_one(fixture("order_refunded_partial.json"))
+    assert event.kind is EventKind.REFUND
+    assert event.transaction_key == "lemonsqueezy:order:1"
+    assert event.full_refund is False
+    assert event.refunded_total == Decimal("10.00")
+    assert event.sale_amount == Decimal("58.99")
+    assert event.amount is None
+
+
+def test_refunded_amount_reaching_total_is_full_even_if_status_lags() -> None:
+    payload = fixture_json("order_refunded_partial.json")  # built from pay-rails/pay @ dd766aa
+    payload["data"]["attributes"]["refunded_amount"] = 5899
+    event = parse_one(encode(payload))
+    assert event.full_refund is True
+    assert event.refunded_total == Decimal("58.99")
+
+
+def test_order_refund_without_refunded_amount() -> None:
+    payload = fixture_json("order_refunded.json")  # built from pay-rails/pay @ dd766aa
+    del payload["data"]["attributes"]["refunded_amount"]
+    event = parse_one(encode(payload))
+    assert (event.full_refund, event.refunded_total) == (True, None)
+    payload["data"]["attributes"].update(status="paid", refunded=False)
+    event = parse_one(encode(payload))
+    assert (event.full_refund, event.refunded_total) == (None, None)
+
+
+def test_refund_amounts_stay_gross_with_amount_field_subtotal() -> None:
+    # the refund's figures and sale_amount share the provider's basis (total), so their ratio holds
+    event = parse_one(fixture("order_refunded_partial.json"), amount_field="subtotal")
+    assert (event.refunded_total, event.sale_amount) == (Decimal("10.00"), Decimal("58.99"))
+
+
+def test_renewal_invoice_refund_names_the_invoice_key() -> None:
+    # pay-rails/pay subscription_payment_refunded.json @ dd766aa, billing_reason → renewal (SOURCES.md)
+    event = parse_one(fixture("subscription_payment_refunded_renewal.json"))
+    sale = parse_one(fixture("subscription_payment_success_renewal.json"))
+    assert event.kind is EventKind.REFUND
+    assert event.transaction_key == sale.transaction_key == "lemonsqueezy:invoice:2"
+    assert event.full_refund is True
+    assert event.refunded_total == Decimal("9.99")
+    assert event.sale_amount == Decimal("9.99")
+    assert event.customer.metadata == {"user_id": "123"}
+    assert event.occurred_at == datetime(2023, 2, 18, 12, 16, 24, tzinfo=UTC)
+
+
+def test_partial_invoice_refund() -> None:
+    payload = fixture_json("subscription_payment_refunded_renewal.json")  # pay-rails/pay @ dd766aa, edited
+    payload["data"]["attributes"].update(status="partial_refund", refunded=False, refunded_amount=500)
+    event = parse_one(encode(payload))
+    assert (event.full_refund, event.refunded_total) == (False, Decimal("5.00"))
+
+
+def test_first_payment_invoice_refund_is_ignored_with_the_reason() -> None:
+    # pay-rails/pay subscription_payment_refunded.json @ dd766aa, as is (billing_reason initial)
+    event = parse_one(fixture("subscription_payment_refunded.json"))
+    assert event.kind is EventKind.IGNORED
+    assert event.reason is not None
+    assert "order key" in event.reason
+    assert "order_refunded" in event.reason
+
+
+def test_plan_change_invoice_refund_is_ignored() -> None:
+    payload = fixture_json("subscription_payment_refunded_renewal.json")  # pay-rails/pay @ dd766aa, edited
+    payload["data"]["attributes"]["billing_reason"] = "updated"
+    event = parse_one(encode(payload))
+    assert event.kind is EventKind.IGNORED
+    assert event.reason is not None and "billing_reason=updated" in event.reason
+
+
+# --- parse: ignored events -------------------------------------------------------------------------------
+
+
+def test_subscription_created_is_ignored() -> None:
+    event = parse_one(fixture("subscription_created.json"))  # pay-rails/pay @ f58eb8e, as is
+    assert event.kind is EventKind.IGNORED
+    assert event.event_type == "subscription_created"
+    assert event.reason == "subscription start; its first payment is counted by order_created"
+
+
+def test_recovered_payment_is_ignored_because_success_counts_it() -> None:
+    payload = fixture_json("subscription_payment_success_renewal.json")  # pay-rails/pay @ dd766aa, edited
+    payload["meta"]["event_name"] = "subscription_payment_recovered"
+    event = parse_one(encode(payload))
+    assert event.kind is EventKind.IGNORED
+    assert event.reason is not None and "subscription_payment_success" in event.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("subscription_cancelled", "no money moved"),
+        ("license_key_created", "license keys carry no payment"),
+        ("affiliate_activated", "event not used by the bridge"),
+    ],
+)
+def test_other_events_are_ignored_with_a_reason(name: str, reason: str) -> None:
+    event = parse_one(encode({"meta": {"event_name": name}, "data": {"type": "x", "id": "1"}}))
+    assert (event.kind, event.event_type, event.reason) == (EventKind.IGNORED, name, reason)
+
+
+# --- parse: junk -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe\x00",
+        b"[]",
+        b'"order_created"',
+        b"{}",
+        b'{"meta": []}',
+        b'{"meta": {}}',
+        b'{"meta": {"event_name": 7}}',
+        b'{"meta": {"event_name": "order_created"}}',
+        b'{"meta": {"event_name": "order_created"}, "data": []}',
+        b'{"meta": {"event_name": "order_created"}, "data": {"type": "orders", "id": "1"}}',
+        b"[" * 100_000,
+    ],
+)
+def test_unreadable_bodies_raise_payload_error(body: bytes) -> None:
+    with pytest.raises(PayloadError):
+        adapter().parse(request(body))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("total", None, "missing data.attributes.total"),
+        ("total", "5899", "not an amount in cents"),
+        ("total", True, "not an amount in cents"),
+        ("total", 58.99, "not a whole number"),
+        ("total", -1, "negative"),
+        ("currency", None, "missing data.attributes.currency"),
+        ("currency", "ZZZ", "unknown currency"),
+        ("currency", "XXX", "unknown currency"),
+    ],
+)
+def test_bad_amounts_and_currencies_raise_payload_error(field: str, value: Any, message: str) -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["data"]["attributes"][field] = value
+    with pytest.raises(PayloadError, match=message):
+        adapter().parse(request(encode(payload)))
+
+
+def test_non_finite_number_raises_payload_error() -> None:
+    body = fixture("order_created.json").replace(b'"total": 5899', b'"total": NaN')
+    with pytest.raises(PayloadError, match="not JSON"):
+        adapter().parse(request(body))
+
+
+@pytest.mark.parametrize("value", [None, "", True, {"id": 1}])
+def test_missing_order_id_raises_payload_error(value: Any) -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["data"]["id"] = value
+    with pytest.raises(PayloadError, match=r"missing data\.id"):
+        adapter().parse(request(encode(payload)))
+
+
+def test_wrong_object_type_raises_payload_error() -> None:
+    payload = fixture_json("subscription_payment_success_renewal.json")  # pay-rails/pay @ dd766aa, edited
+    payload["data"]["type"] = "orders"
+    with pytest.raises(PayloadError, match=r"data\.type"):
+        adapter().parse(request(encode(payload)))
+
+
+@pytest.mark.parametrize("reason", [None, "proration"])
+def test_unknown_billing_reason_is_kept_for_replay(reason: str | None) -> None:
+    payload = fixture_json("subscription_payment_success_renewal.json")  # pay-rails/pay @ dd766aa, edited
+    payload["data"]["attributes"]["billing_reason"] = reason
+    with pytest.raises(PayloadError, match="billing_reason"):
+        adapter().parse(request(encode(payload)))
+
+
+def test_bad_timestamp_is_no_error() -> None:
+    payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    payload["data"]["attributes"]["created_at"] = "yesterday"
+    assert parse_one(encode(payload)).occurred_at is None
+
+
+# --- delivery id -------------------------------------------------------------------------------------------
+
+
+def delivery_id(body: bytes) -> str:
+    return adapter().delivery_id(request(body))
+
+
+def test_delivery_id_from_event_type_and_id() -> None:
+    assert delivery_id(fixture("order_created.json")) == "order_created:orders:1"  # pay @ dd766aa
+    assert delivery_id(fixture("subscription_created.json")) == "subscription_created:subscriptions:1"
+    assert (
+        delivery_id(fixture("subscription_payment_success_renewal.json"))
+        == "subscription_payment_success:subscription-invoices:2"
+    )
+
+
+def test_delivery_id_of_refunds_carries_the_cumulative_amount() -> None:
+    # each partial refund of one order is its own delivery; a resend of one is not
+    full = delivery_id(fixture("order_refunded.json"))  # built from pay @ dd766aa
+    partial = delivery_id(fixture("order_refunded_partial.json"))  # built from pay @ dd766aa
+    assert full == "order_refunded:orders:1:5899"
+    assert partial == "order_refunded:orders:1:1000"
+    assert (
+        delivery_id(fixture("subscription_payment_refunded_renewal.json"))
+        == "subscription_payment_refunded:subscription-invoices:2:999"
+    )
+
+
+def test_delivery_id_separates_test_mode() -> None:
+    assert delivery_id(fixture("order_created_test_mode.json")) == "order_created:orders:2:test"
+
+
+def test_delivery_id_ignores_formatting_of_a_resend() -> None:
+    body = fixture("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    compact = json.dumps(json.loads(body), separators=(",", ":")).encode()
+    assert delivery_id(compact) == delivery_id(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"\xff",
+        b"[1]",
+        b"{}",
+        b'{"meta": "x", "data": {}}',
+        b'{"meta": {"event_name": 5}, "data": {"type": "orders", "id": "1"}}',
+        b'{"meta": {"event_name": "order_created"}, "data": {"type": "orders"}}',
+        b'{"meta": {"event_name": "order_created"}, "data": {"type": "orders", "id": {"x": 1}}}',
+        b'{"meta": {"event_name": "order_created"}, "data": {"type": "orders", "id": NaN}}',
+        b"[" * 100_000,
+    ],
+)
+def test_delivery_id_falls_back_to_body_hash(body: bytes) -> None:
+    assert delivery_id(body) == body_hash(body)
