@@ -1,0 +1,341 @@
+"""Creem: hex HMAC-SHA256 of the raw body in `creem-signature`; sales keyed on the transaction id.
+
+Creem announces the first payment of a subscription twice, as `checkout.completed` (the order and
+its `transaction`) and as `subscription.paid` (`last_transaction_id`). Both resolve to
+`creem:tran:<transaction id>`, so the payment is one Partnero sale; renewals are new transactions,
+hence new sales. Refunds and disputes name the transaction, so they share the sale's key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
+from bridge.money import from_minor_units, normalize_currency
+from providers.base import (
+    AdapterOptions,
+    PayloadError,
+    ProviderAdapter,
+    SignedRequest,
+    WebhookRequest,
+    body_hash,
+)
+from providers.signatures import sign_hmac, verify_hmac
+
+SIGNATURE_HEADER = "creem-signature"
+
+# `prod` is live money; the docs' samples show `local` and `sandbox`, the SDK also names `test`
+_TEST_MODES = frozenset({"test", "sandbox", "local"})
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_IGNORED = {
+    "subscription.active": "sync only; the payment is booked from checkout.completed / subscription.paid",
+    "subscription.trialing": "trial started; nothing paid yet",
+    "subscription.update": "subscription changed; no payment",
+    "subscription.canceled": "subscription ended; no payment",
+    "subscription.scheduled_cancel": "cancellation scheduled; no payment",
+    "subscription.expired": "period ended without payment; a later subscription.paid books a retry",
+    "subscription.paused": "subscription paused; no payment",
+    "subscription.past_due": "payment failed; a later subscription.paid books a retry",
+    "subscription.unpaid": "payment failed; no money collected",
+}
+
+
+class CreemAdapter(ProviderAdapter):
+    name: ClassVar[str] = "creem"
+    Options: ClassVar[type[AdapterOptions]] = AdapterOptions
+    # Creem only sends dispute.created: waiting for a won/lost outcome would wait forever
+    reports_dispute_outcome: ClassVar[bool] = False
+
+    def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
+        super().__init__(secrets, options)
+        # The secret looks like a Standard Webhooks `whsec_…` but Creem uses the whole string,
+        # prefix included, as the HMAC key: decoding it would reject every genuine delivery.
+        self._keys = tuple(secret.encode("utf-8") for secret in self.secrets)
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        verify_hmac(self._keys, request.body, request.header(SIGNATURE_HEADER), header=SIGNATURE_HEADER)
+
+    def delivery_id(self, request: WebhookRequest) -> str:
+        # the envelope `id` (evt_…) stays the same across Creem's retries and manual resends
+        try:
+            envelope = json.loads(request.body, parse_float=Decimal)
+        except (ValueError, RecursionError):
+            return body_hash(request.body)
+        event_id = envelope.get("id") if isinstance(envelope, dict) else None
+        if isinstance(event_id, str) and event_id.strip():
+            return event_id.strip()
+        return body_hash(request.body)
+
+    def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
+        return SignedRequest(headers={SIGNATURE_HEADER: sign_hmac(secret.encode("utf-8"), body)})
+
+    def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        envelope = _load(request.body)
+        event_type = envelope.get("eventType")
+        if not isinstance(event_type, str) or not event_type:
+            raise PayloadError("missing eventType")
+        handler = _HANDLERS.get(event_type)
+        if handler is None:
+            return [ignored(event_type, _IGNORED.get(event_type, "event not used by the bridge"))]
+        obj = envelope.get("object")
+        if not isinstance(obj, dict):
+            raise PayloadError(f"{event_type}: missing object")
+        try:
+            return [handler(event_type, obj, _timestamp(envelope.get("created_at")))]
+        # ArithmeticError: decimal.Overflow from an absurd exponent is not an InvalidOperation
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise PayloadError(f"{event_type}: {exc}") from None
+
+
+def _load(body: bytes) -> dict[str, Any]:
+    try:
+        envelope = json.loads(body, parse_float=Decimal)
+    except (ValueError, RecursionError):
+        raise PayloadError("body is not JSON") from None
+    if not isinstance(envelope, dict):
+        raise PayloadError("body is not a JSON object")
+    return envelope
+
+
+def _checkout_completed(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
+    order = _object(obj, "order")
+    transaction_id = _text(order.get("transaction"))
+    if transaction_id:
+        key = f"creem:tran:{transaction_id}"
+    elif _id_of(obj.get("subscription")) or order.get("type") in ("recurring", "subscription"):
+        # Older payloads lack order.transaction. An order key here would not match the
+        # subscription.paid twin (keyed on the transaction): two sales for one payment.
+        return ignored(event_type, "no order.transaction; the payment is booked from its subscription.paid")
+    else:
+        # a one-time order of an older payload: its refund will name the transaction, not the order
+        key = f"creem:order:{_required(order, 'order', 'id')}"
+    currency = _currency(order.get("currency"), "order.currency")
+    # amount_paid is what was charged (after discount, tax included, the scale refunds use);
+    # older payloads only have amount
+    paid_field = "amount_paid" if order.get("amount_paid") is not None else "amount"
+    amount = from_minor_units(_cents(order.get(paid_field), f"order.{paid_field}"), currency)
+    if amount == 0:
+        return ignored(event_type, "nothing was paid (free trial or full discount)")
+    order_type = _text(order.get("type"))
+    return NormalizedEvent(
+        kind=EventKind.SALE,
+        event_type=event_type,
+        transaction_key=key,
+        amount=amount,
+        currency=currency,
+        customer=_customer(obj),
+        product_id=_id_of(obj.get("product")) or _id_of(order.get("product")),
+        product_type=_product_type(order_type),
+        test_mode=_test_mode(obj, order),
+        occurred_at=occurred_at,
+    )
+
+
+def _subscription_paid(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
+    transaction_id = _required(obj, "object", "last_transaction_id")
+    amount, currency = _subscription_payment(obj, transaction_id)
+    if amount == 0:
+        return ignored(event_type, "nothing was paid (free trial or full discount)")
+    return NormalizedEvent(
+        kind=EventKind.SALE,
+        event_type=event_type,
+        transaction_key=f"creem:tran:{transaction_id}",
+        amount=amount,
+        currency=currency,
+        customer=_customer(obj),
+        product_id=_id_of(obj.get("product")),
+        product_type="subscription",
+        test_mode=_test_mode(obj),
+        occurred_at=occurred_at,
+    )
+
+
+def _subscription_payment(obj: Mapping[str, Any], transaction_id: str) -> tuple[Decimal, str]:
+    last = _mapping(obj.get("last_transaction"))
+    if last.get("amount_paid") is not None and _text(last.get("id")) in (None, transaction_id):
+        currency = _currency(last.get("currency"), "last_transaction.currency")
+        return from_minor_units(_cents(last["amount_paid"], "last_transaction.amount_paid"), currency), currency
+    # The documented payload carries no paid amount, only the product's list price (before tax
+    # and discounts); the SDK's subscription entity adds `last_transaction` when it is expanded.
+    product = _object(obj, "product")
+    currency = _currency(product.get("currency"), "product.currency")
+    return from_minor_units(_cents(product.get("price"), "product.price"), currency), currency
+
+
+def _refund_created(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
+    transaction = _object(obj, "transaction")
+    transaction_id = _required(transaction, "transaction", "id")
+    currency = _currency(obj.get("refund_currency") or transaction.get("currency"), "refund_currency")
+    amount = from_minor_units(_cents(obj.get("refund_amount"), "refund_amount"), currency)
+    sale_amount: Decimal | None = None
+    refunded_total: Decimal | None = None
+    full_refund: bool | None = None
+    if transaction.get("currency") is None or _currency(transaction["currency"], "transaction.currency") == currency:
+        sale_amount = _optional_amount(transaction, "amount_paid", currency)
+        # refunded_amount is the transaction's running total, this refund included
+        refunded_total = _optional_amount(transaction, "refunded_amount", currency)
+        if sale_amount is not None:
+            full_refund = max(amount, refunded_total or amount) >= sale_amount
+    return NormalizedEvent(
+        kind=EventKind.REFUND,
+        event_type=event_type,
+        transaction_key=f"creem:tran:{transaction_id}",
+        amount=amount,
+        currency=currency,
+        customer=_customer(obj),
+        product_id=_id_of(_mapping(obj.get("order")).get("product")),
+        test_mode=_test_mode(obj, transaction),
+        occurred_at=occurred_at,
+        full_refund=full_refund,
+        refunded_total=refunded_total,
+        sale_amount=sale_amount,
+        reason=_text(obj.get("reason")),
+    )
+
+
+def _dispute_created(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
+    transaction = _object(obj, "transaction")
+    transaction_id = _required(transaction, "transaction", "id")
+    currency = _currency(obj.get("currency") or transaction.get("currency"), "currency")
+    return NormalizedEvent(
+        kind=EventKind.DISPUTE,
+        event_type=event_type,
+        transaction_key=f"creem:tran:{transaction_id}",
+        amount=_optional_amount(obj, "amount", currency),
+        currency=currency,
+        customer=_customer(obj),
+        product_id=_id_of(_mapping(obj.get("order")).get("product")),
+        test_mode=_test_mode(obj, transaction),
+        occurred_at=occurred_at,
+        sale_amount=_optional_amount(transaction, "amount_paid", currency),
+        dispute_state=DisputeState.OPENED,
+    )
+
+
+_HANDLERS = {
+    "checkout.completed": _checkout_completed,
+    "subscription.paid": _subscription_paid,
+    "refund.created": _refund_created,
+    "dispute.created": _dispute_created,
+}
+
+
+def _customer(obj: Mapping[str, Any]) -> CustomerFacts:
+    customer = obj.get("customer")
+    details = customer if isinstance(customer, dict) else {}
+    return CustomerFacts(
+        email=_text(details.get("email")),
+        customer_id=_id_of(customer),
+        name=_text(details.get("name")),
+        metadata=_metadata(obj),
+    )
+
+
+def _metadata(obj: Mapping[str, Any]) -> dict[str, str]:
+    checkout = _mapping(obj.get("checkout"))
+    # Checkout and subscription events carry `metadata` at the top; refunds and disputes only
+    # inside their checkout / subscription copies.
+    candidates = (
+        obj.get("metadata"),
+        checkout.get("metadata"),
+        _mapping(obj.get("subscription")).get("metadata"),
+    )
+    source = next((c for c in candidates if isinstance(c, dict) and c), {})
+    flat: dict[str, str] = {}
+    for key, value in source.items():
+        if isinstance(value, bool):
+            flat[str(key)] = "true" if value else "false"
+        elif isinstance(value, str | int | Decimal):
+            flat[str(key)] = str(value)
+    request_id = _text(obj.get("request_id")) or _text(checkout.get("request_id"))
+    if request_id is not None:
+        # the checkout's request_id is the other place a merchant can put its own key
+        flat.setdefault("request_id", request_id)
+    return flat
+
+
+def _test_mode(obj: Mapping[str, Any], *nested: Mapping[str, Any]) -> bool:
+    for source in (obj, *nested):
+        mode = source.get("mode")
+        if isinstance(mode, str):
+            return mode.strip().lower() in _TEST_MODES
+    return False
+
+
+def _product_type(order_type: str | None) -> str | None:
+    if order_type in ("recurring", "subscription"):
+        return "subscription"
+    if order_type == "onetime":
+        return "one_time"
+    return order_type
+
+
+def _object(obj: Mapping[str, Any], field: str) -> Mapping[str, Any]:
+    value = obj.get(field)
+    if not isinstance(value, dict):
+        raise PayloadError(f"missing object.{field}")
+    return value
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _required(obj: Mapping[str, Any], where: str, field: str) -> str:
+    value = _text(obj.get(field))
+    if value is None:
+        raise PayloadError(f"missing {where}.{field}")
+    return value
+
+
+def _id_of(value: Any) -> str | None:
+    # Creem expands related objects in some places and leaves a bare id in others
+    if isinstance(value, dict):
+        return _text(value.get("id"))
+    return _text(value)
+
+
+def _cents(value: Any, field: str) -> int | Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError(f"{field} is not an amount in cents: {value!r}")
+    if value < 0 or (isinstance(value, Decimal) and value != value.to_integral_value()):
+        raise ValueError(f"{field} is not a whole, non-negative number of cents: {value!r}")
+    return value
+
+
+def _optional_amount(obj: Mapping[str, Any], field: str, currency: str) -> Decimal | None:
+    value = obj.get(field)
+    return None if value is None else from_minor_units(_cents(value, field), currency)
+
+
+def _currency(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{field} is not a currency code: {value!r}")
+    return normalize_currency(value)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value).strip() or None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    # `created_at` is epoch milliseconds; the oldest samples used an ISO string
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return _EPOCH + timedelta(milliseconds=value)
+        except OverflowError:
+            return None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
