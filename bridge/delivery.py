@@ -195,7 +195,7 @@ class Worker:
         if op.action == CREATE:
             if op.maybe_sent:
                 await limiter.acquire()
-                exists = await client.transaction_exists(op.transaction_key)
+                exists = await client.transaction_exists(op.target_key)
                 if isinstance(exists, Outcome):
                     await self._finish(op, exists)
                     return
@@ -208,12 +208,12 @@ class Worker:
             await limiter.acquire()
             outcome = await client.create_transaction(body)
         else:
-            sale = await self.store.run(lambda tx: tx.get_operation(op.scope, f"{CREATE}:{op.transaction_key}"))
+            sale = await self.store.run(lambda tx: tx.get_operation(op.scope, f"{CREATE}:{op.target_key}"))
             if sale is not None and sale.status in (OpStatus.SKIPPED, OpStatus.DEAD):
                 await self._finish(op, Outcome(Result.SKIPPED, f"its sale was not delivered ({sale.status.value})"))
                 return
             await limiter.acquire()
-            outcome = await client.delete_transaction(op.transaction_key, maybe_sent_before=op.maybe_sent)
+            outcome = await client.delete_transaction(op.target_key, maybe_sent_before=op.maybe_sent)
         await self._finish(op, outcome, still_maybe_sent=op.maybe_sent and not looked_up_absent)
 
     async def _finish(self, op: Operation, outcome: Outcome, still_maybe_sent: bool = False) -> None:

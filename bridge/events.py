@@ -60,6 +60,8 @@ class NormalizedEvent:
     refunded_total: Decimal | None = None
     sale_amount: Decimal | None = None
     dispute_state: DisputeState | None = None
+    # the provider's id of one refund, so the same refund announced twice is applied once
+    refund_id: str | None = None
     reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +86,7 @@ class NormalizedEvent:
             "refunded_total": _dec_out(self.refunded_total),
             "sale_amount": _dec_out(self.sale_amount),
             "dispute_state": self.dispute_state.value if self.dispute_state else None,
+            "refund_id": self.refund_id,
             "reason": self.reason,
         }
 
@@ -111,6 +114,7 @@ class NormalizedEvent:
             refunded_total=_dec_in(data.get("refunded_total")),
             sale_amount=_dec_in(data.get("sale_amount")),
             dispute_state=DisputeState(data["dispute_state"]) if data.get("dispute_state") else None,
+            refund_id=data.get("refund_id"),
             reason=data.get("reason"),
         )
 

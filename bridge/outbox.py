@@ -1,13 +1,16 @@
-"""What a stored call means for Partnero: its events recorded, and the operations to send exactly once.
+"""What a stored call means for Partnero: each event applied to its payment's ledger, and the
+operations that bring Partnero to the new state, each to be sent exactly once.
 
 Runs inside one store transaction per call, so a crash leaves either all of a call's effects or none.
-Outbound dedup is by operation key per Partnero program (`create:<transaction_key>`,
-`delete:<transaction_key>`): however many events, endpoints or replays announce a payment, Partnero
-hears of it once. Ordering rules between a sale and its reversal live here too.
+A payment's ledger (`Payment`) records what was sold, what was refunded and which Partnero key is
+live. Events move it forward; an event that moves nothing (the same payment announced again, a repeated
+cumulative refund total) is recorded as a duplicate. Partnero has no partial refund, so re-booking a
+sale at its net amount deletes the live transaction and creates `<transaction_key>:adj<n>`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +21,9 @@ from bridge.store.base import (
     EventStatus,
     NewEvent,
     NewOperation,
-    Operation,
     OpStatus,
+    Payment,
+    PaymentState,
     StoredCall,
     Transaction,
 )
@@ -28,65 +32,92 @@ CREATE = "create"
 DELETE = "delete"
 
 
+def adjusted_key(transaction_key: str, revision: int) -> str:
+    """The Partnero key of the n-th re-booking of a sale (after a partial refund or a won dispute)."""
+    return f"{transaction_key}:adj{revision}"
+
+
+@dataclass
+class _Plan:
+    """What one event does: its own status and reason, and the operations to append."""
+
+    status: EventStatus
+    reason: str | None = None
+    customer_key: str | None = None
+    duplicate_of: int | None = None
+    ops: list[NewOperation] = field(default_factory=list)
+
+
 def record_events(
     tx: Transaction, call: StoredCall, endpoint: Endpoint, events: list[NormalizedEvent], now: float
 ) -> list[int]:
-    """Record each event of `call` and enqueue its Partnero operation; returns the new event ids."""
+    """Record each event of `call`, apply it to its payment and enqueue the resulting operations."""
     ids = []
     for seq, event in enumerate(events):
-        status, reason, customer_key, operation_id = _decide(tx, endpoint, event, now)
-        ids.append(
-            tx.insert_event(
-                NewEvent(
-                    call_id=call.id,
-                    endpoint=endpoint.name,
-                    seq=seq,
-                    kind=event.kind.value,
-                    event_type=event.event_type,
-                    transaction_key=event.transaction_key,
-                    data=event.to_json(),
-                    customer_key=customer_key,
-                    status=status,
-                    reason=reason,
-                    operation_id=operation_id,
-                ),
-                now,
-            )
+        plan = _plan(tx, endpoint, event, now)
+        event_id = tx.insert_event(
+            NewEvent(
+                call_id=call.id,
+                endpoint=endpoint.name,
+                seq=seq,
+                kind=event.kind.value,
+                event_type=event.event_type,
+                transaction_key=event.transaction_key,
+                data=event.to_json(),
+                customer_key=plan.customer_key,
+                status=plan.status,
+                reason=plan.reason,
+                operation_id=plan.duplicate_of,
+            ),
+            now,
         )
+        for op in plan.ops:
+            if op.status is OpStatus.PENDING and endpoint.partnero.effective_dry_run:
+                op = replace(op, status=OpStatus.SKIPPED, reason="dry run: recorded, not sent")
+            tx.insert_operation(replace(op, event_id=event_id), now)
+        ids.append(event_id)
     return ids
 
 
-_Decision = tuple[EventStatus, str | None, str | None, int | None]
-
-
-def _decide(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: float) -> _Decision:
+def _plan(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: float) -> _Plan:
     settings = endpoint.settings
     if event.kind is EventKind.IGNORED:
-        return EventStatus.IGNORED, event.reason, None, None
+        return _Plan(EventStatus.IGNORED, event.reason)
     if event.test_mode and settings.test_mode == "skip":
-        return EventStatus.SKIPPED, "test mode (endpoint test_mode: skip)", None, None
+        return _Plan(EventStatus.SKIPPED, "test mode (endpoint test_mode: skip)")
     if not event.transaction_key:
-        return (
-            EventStatus.SKIPPED,
-            event.reason or f"{event.kind.value} without a transaction key",
-            None,
-            None,
-        )
+        return _Plan(EventStatus.SKIPPED, event.reason or f"{event.kind.value} without a transaction key")
+    payment = tx.get_payment(endpoint.partnero.scope, event.transaction_key)
     if event.kind is EventKind.SALE:
-        return _sale(tx, endpoint, event, now)
+        return _sale(tx, endpoint, event, payment, now)
+    if payment is None:
+        # a reversal of a sale this bridge never saw: attempted once, a 404 is recorded as skipped
+        payment = Payment(
+            endpoint.partnero.scope,
+            event.transaction_key,
+            endpoint.name,
+            PaymentState.ACTIVE,
+            event.transaction_key,
+            0,
+            None,
+            Decimal(0),
+        )
     if event.kind is EventKind.REFUND:
-        return _refund(tx, endpoint, event, now)
-    return _dispute(tx, endpoint, event, now)
+        return _refund(tx, endpoint, event, payment, now)
+    return _dispute(tx, endpoint, event, payment, now)
 
 
-def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: float) -> _Decision:
+def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment | None, now: float) -> _Plan:
     assert event.transaction_key is not None
     if event.amount is None or not event.currency:
-        return EventStatus.SKIPPED, "sale without amount or currency", None, None
+        return _Plan(EventStatus.SKIPPED, "sale without amount or currency")
     customer_key = resolve_customer_key(event, endpoint.settings.customer_key)
     if customer_key is None:
         tried = ", ".join(endpoint.settings.customer_key)
-        return EventStatus.SKIPPED, f"no customer key (tried {tried})", None, None
+        return _Plan(EventStatus.SKIPPED, f"no customer key (tried {tried})")
+    if payment is not None and payment.sale_request is not None:
+        first = tx.get_operation(endpoint.partnero.scope, f"{CREATE}:{event.transaction_key}")
+        return _Plan(EventStatus.DUPLICATE, "same payment already recorded", customer_key, first.id if first else None)
     request: dict[str, Any] = {
         "customer": {"key": customer_key},
         "key": event.transaction_key,
@@ -98,87 +129,153 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: floa
         request["product_id"] = event.product_id
     if event.product_type:
         request["product_type"] = event.product_type
-    status, reason = OpStatus.PENDING, None
-    if tx.get_operation(endpoint.partnero.scope, f"{DELETE}:{event.transaction_key}") is not None:
-        status, reason = OpStatus.SKIPPED, "reversed before it was delivered (the refund arrived first)"
-    return _enqueue(tx, endpoint, CREATE, event.transaction_key, request, status, reason, customer_key, now)
-
-
-def _refund(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: float) -> _Decision:
-    assert event.transaction_key is not None
-    sale = tx.get_operation(endpoint.partnero.scope, f"{CREATE}:{event.transaction_key}")
-    if not _is_full_refund(event, sale) and endpoint.settings.partial_refunds != "full":
-        refunded = event.amount if event.amount is not None else event.refunded_total
-        return (
-            EventStatus.SKIPPED,
-            f"partial refund ({refunded} {event.currency or ''}) recorded; the sale stays as sent".replace(" )", ")"),
-            None,
-            None,
+    plan = _Plan(EventStatus.QUEUED, customer_key=customer_key)
+    op = NewOperation(
+        endpoint.partnero.scope, CREATE, event.transaction_key, event.transaction_key, endpoint.name, request
+    )
+    if payment is not None and payment.state is not PaymentState.ACTIVE:
+        # the reversal arrived first: keep the sale on record, never send it
+        op = replace(op, status=OpStatus.SKIPPED, reason="reversed before it was delivered (the reversal came first)")
+        tx.put_payment(replace(payment, sale_request=request), now)
+    elif payment is not None:
+        # only partial refunds came first: book the sale at its net amount from the start
+        net = event.amount - payment.refunded
+        if net <= 0:
+            op = replace(op, status=OpStatus.SKIPPED, reason="fully refunded before it was delivered")
+        elif endpoint.settings.partial_refunds == "adjust" and payment.refunded > 0:
+            op = replace(op, request={**request, "amount": str(net)})
+        tx.put_payment(replace(payment, sale_request=request, current_key=event.transaction_key), now)
+    else:
+        tx.put_payment(
+            Payment(
+                endpoint.partnero.scope,
+                event.transaction_key,
+                endpoint.name,
+                PaymentState.ACTIVE,
+                event.transaction_key,
+                0,
+                request,
+                Decimal(0),
+            ),
+            now,
         )
-    return _reverse(tx, endpoint, event.transaction_key, sale, now)
+    plan.ops.append(op)
+    return plan
 
 
-def _dispute(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: float) -> _Decision:
-    assert event.transaction_key is not None
+def _refund(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment, now: float) -> _Plan:
+    if payment.state is not PaymentState.ACTIVE:
+        return _Plan(EventStatus.DUPLICATE, f"payment already reversed ({payment.state.value})")
+    if event.refund_id and event.refund_id in payment.refund_ids:
+        return _Plan(EventStatus.DUPLICATE, f"refund {event.refund_id} already applied")
+    sale_amount = payment.sale_amount if payment.sale_amount is not None else event.sale_amount
+    refunded = _refunded_after(event, payment)
+    refund_ids = payment.refund_ids + ((event.refund_id,) if event.refund_id else ())
+    full = (
+        event.full_refund is True
+        or (refunded is not None and sale_amount is not None and refunded >= sale_amount)
+        or (refunded is None and event.full_refund is None)
+    )
+    policy = endpoint.settings.partial_refunds
+    if full or policy == "full":
+        plan = _reverse(tx, endpoint, payment, PaymentState.REFUNDED, now)
+        tx.put_payment(
+            replace(
+                payment,
+                state=PaymentState.REFUNDED,
+                current_key=None,
+                refunded=refunded if refunded is not None else payment.refunded,
+                refund_ids=refund_ids,
+            ),
+            now,
+        )
+        return plan
+    if refunded is None:
+        return _Plan(EventStatus.SKIPPED, "partial refund of an unknown amount: the sale stays as sent")
+    if refunded == payment.refunded:
+        return _Plan(EventStatus.DUPLICATE, f"refunded total {refunded} already applied")
+    updated = replace(payment, refunded=refunded, refund_ids=refund_ids)
+    if policy == "ignore" or sale_amount is None or payment.sale_request is None:
+        tx.put_payment(updated, now)
+        why = "partial_refunds: ignore" if policy == "ignore" else "its sale is unknown"
+        return _Plan(EventStatus.SKIPPED, f"partial refund recorded, refunded {refunded} ({why})")
+    return _rebook(tx, endpoint, updated, sale_amount - refunded, now)
+
+
+def _refunded_after(event: NormalizedEvent, payment: Payment) -> Decimal | None:
+    """The cumulative refunded amount after this event; providers report either a total or one refund."""
+    if event.refunded_total is not None:
+        return max(event.refunded_total, payment.refunded)
+    if event.amount is not None:
+        return payment.refunded + event.amount
+    return None
+
+
+def _dispute(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment, now: float) -> _Plan:
     policy = endpoint.settings.disputes
     state = event.dispute_state or DisputeState.OPENED
-    if state is DisputeState.WON:
-        return EventStatus.SKIPPED, "dispute won: the sale stands", None, None
     if policy == "ignore":
-        return EventStatus.SKIPPED, "dispute recorded (disputes: ignore)", None, None
-    if state is DisputeState.OPENED and policy == "reverse_on_lost" and endpoint.adapter.reports_dispute_outcome:
-        return EventStatus.SKIPPED, "dispute opened; reversal waits for the outcome", None, None
-    sale = tx.get_operation(endpoint.partnero.scope, f"{CREATE}:{event.transaction_key}")
-    return _reverse(tx, endpoint, event.transaction_key, sale, now)
-
-
-def _reverse(
-    tx: Transaction, endpoint: Endpoint, transaction_key: str, sale: Operation | None, now: float
-) -> _Decision:
-    status, reason = OpStatus.PENDING, None
-    if sale is not None and sale.status is OpStatus.PENDING and sale.attempts == 0:
-        # never sent: cancel both rather than pay and claw back
-        tx.update_operation(sale.id, now, status=OpStatus.SKIPPED, reason="reversed before it was delivered")
-        status, reason = OpStatus.SKIPPED, "its sale was never sent"
-    elif sale is not None and sale.status in (OpStatus.SKIPPED, OpStatus.DEAD):
-        status, reason = OpStatus.SKIPPED, f"its sale was not delivered ({sale.status.value})"
-    return _enqueue(tx, endpoint, DELETE, transaction_key, {"key": transaction_key}, status, reason, None, now)
-
-
-def _enqueue(
-    tx: Transaction,
-    endpoint: Endpoint,
-    action: str,
-    transaction_key: str,
-    request: dict[str, Any],
-    status: OpStatus,
-    reason: str | None,
-    customer_key: str | None,
-    now: float,
-) -> _Decision:
-    scope = endpoint.partnero.scope
-    op_key = f"{action}:{transaction_key}"
-    existing = tx.get_operation(scope, op_key)
-    if existing is not None:
-        return (
-            EventStatus.DUPLICATE,
-            f"same payment already handled (operation {existing.id})",
-            customer_key,
-            (existing.id),
+        return _Plan(EventStatus.SKIPPED, "dispute recorded (disputes: ignore)")
+    if state is DisputeState.WON:
+        if payment.state is not PaymentState.DISPUTED:
+            return _Plan(EventStatus.SKIPPED, "dispute won: the sale stands")
+        if payment.sale_amount is None or payment.sale_request is None:
+            return _Plan(EventStatus.SKIPPED, "dispute won, but the sale is unknown to the bridge")
+        return _rebook(
+            tx,
+            endpoint,
+            replace(payment, state=PaymentState.ACTIVE, current_key=None),
+            payment.sale_amount - payment.refunded,
+            now,
         )
-    if status is OpStatus.PENDING and endpoint.partnero.effective_dry_run:
-        status, reason = OpStatus.SKIPPED, "dry run: recorded, not sent"
-    new = NewOperation(scope, op_key, action, transaction_key, endpoint.name, request, status, reason)
-    return EventStatus.QUEUED, None, customer_key, tx.insert_operation(new, now)
+    if payment.state is PaymentState.DISPUTED:
+        return _Plan(EventStatus.DUPLICATE, "already reversed by this dispute")
+    if payment.state is PaymentState.REFUNDED:
+        return _Plan(EventStatus.SKIPPED, "dispute on a refunded payment: nothing left to reverse")
+    waits = policy == "reverse_on_lost" and endpoint.adapter.reports_dispute_outcome
+    if state is DisputeState.OPENED and waits:
+        return _Plan(EventStatus.SKIPPED, "dispute opened; reversal waits for the outcome")
+    plan = _reverse(tx, endpoint, payment, PaymentState.DISPUTED, now)
+    tx.put_payment(replace(payment, state=PaymentState.DISPUTED, current_key=None), now)
+    return plan
 
 
-def _is_full_refund(event: NormalizedEvent, sale: Operation | None) -> bool:
-    if event.full_refund is not None:
-        return event.full_refund
-    sale_amount = event.sale_amount
-    if sale_amount is None and sale is not None:
-        sale_amount = Decimal(sale.request["amount"])
-    refunded = event.refunded_total if event.refunded_total is not None else event.amount
-    if refunded is None or sale_amount is None:
-        return True
-    return refunded >= sale_amount
+def _reverse(tx: Transaction, endpoint: Endpoint, payment: Payment, state: PaymentState, now: float) -> _Plan:
+    plan = _Plan(EventStatus.QUEUED)
+    if payment.current_key is None:
+        return _Plan(EventStatus.DUPLICATE, "nothing live in Partnero to reverse")
+    plan.ops.append(_delete(tx, endpoint, payment, now))
+    return plan
+
+
+def _rebook(tx: Transaction, endpoint: Endpoint, payment: Payment, net: Decimal, now: float) -> _Plan:
+    """Replace the live transaction by one for `net` under the next derived key (none when net <= 0)."""
+    plan = _Plan(EventStatus.QUEUED)
+    if payment.current_key is not None:
+        plan.ops.append(_delete(tx, endpoint, payment, now))
+    if net <= 0:
+        tx.put_payment(replace(payment, state=PaymentState.REFUNDED, current_key=None), now)
+        return plan
+    assert payment.sale_request is not None
+    revision = payment.revision + 1
+    key = adjusted_key(payment.transaction_key, revision)
+    request = {**payment.sale_request, "key": key, "amount": str(net)}
+    plan.ops.append(NewOperation(endpoint.partnero.scope, CREATE, payment.transaction_key, key, endpoint.name, request))
+    tx.put_payment(replace(payment, current_key=key, revision=revision), now)
+    return plan
+
+
+def _delete(tx: Transaction, endpoint: Endpoint, payment: Payment, now: float) -> NewOperation:
+    assert payment.current_key is not None
+    scope = endpoint.partnero.scope
+    op = NewOperation(
+        scope, DELETE, payment.transaction_key, payment.current_key, endpoint.name, {"key": payment.current_key}
+    )
+    create = tx.get_operation(scope, f"{CREATE}:{payment.current_key}")
+    if create is not None and create.status is OpStatus.PENDING and create.attempts == 0:
+        # never claimed, so never sent: cancel it rather than pay and claw back
+        tx.update_operation(create.id, now, status=OpStatus.SKIPPED, reason="superseded before it was sent")
+        return replace(op, status=OpStatus.SKIPPED, reason="its sale was never sent")
+    if create is not None and create.status is OpStatus.SKIPPED:
+        return replace(op, status=OpStatus.SKIPPED, reason="its sale was not sent (skipped)")
+    return op

@@ -44,11 +44,17 @@ def _event(spec: dict[str, Any]) -> NormalizedEvent:
         kind=EventKind(spec.get("kind", "sale")),
         event_type=spec.get("type", "test.event"),
         transaction_key=spec.get("key", "t:1"),
-        amount=Decimal(spec["amount"]) if "amount" in spec else Decimal("10.00"),
+        amount=Decimal(spec["amount"])
+        if spec.get("amount") is not None
+        else None
+        if "amount" in spec
+        else Decimal("10.00"),
         currency=spec.get("currency", "USD"),
         customer=CustomerFacts(email=spec.get("email", "buyer@example.com"), metadata=spec.get("metadata", {})),
         test_mode=spec.get("test_mode", False),
         full_refund=spec.get("full_refund"),
+        refunded_total=Decimal(spec["refunded_total"]) if "refunded_total" in spec else None,
+        refund_id=spec.get("refund_id"),
         dispute_state=DisputeState(spec["dispute"]) if "dispute" in spec else None,
         reason=spec.get("reason"),
     )
@@ -170,28 +176,75 @@ def test_refund_of_a_sale_never_sent_cancels_both(make: Any, partnero: PartneroS
     assert h.operation("delete:t:2").reason == "its sale was never sent"
 
 
+def test_refund_of_unknown_size_before_its_sale_books_only_the_net(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"kind": "refund", "key": "t:3a", "amount": "4.00"}, {"kind": "refund", "key": "t:3b", "amount": "9"})
+    h.drain()
+    assert h.methods() == []
+    h.receive({"key": "t:3a", "amount": "10.00"}, {"key": "t:3b", "amount": "9.00"})
+    h.drain()
+    assert partnero.ledger() == {"t:3a": [Decimal("6.00")]}
+    assert h.operation("create:t:3b").reason == "fully refunded before it was delivered"
+
+
 def test_refund_arriving_before_its_sale(make: Any, partnero: PartneroServer) -> None:
     h = make()
-    h.receive({"kind": "refund", "key": "t:3"})
+    h.receive({"kind": "refund", "key": "t:3", "full_refund": True})
     h.drain()
     h.receive({"key": "t:3"})
     h.drain()
     assert h.methods() == ["DELETE"]
     assert partnero.transactions == []
     assert h.operation("delete:t:3").status is OpStatus.SKIPPED
-    assert "refund arrived first" in (h.operation("create:t:3").reason or "")
+    assert "the reversal came first" in (h.operation("create:t:3").reason or "")
 
 
-def test_partial_refund_is_recorded_not_sent(make: Any, partnero: PartneroServer) -> None:
+def test_partial_refunds_rebook_the_net_amount_under_derived_keys(make: Any, partnero: PartneroServer) -> None:
     h = make()
     h.receive({"key": "t:4", "amount": "50.00"})
     h.drain()
     h.receive({"kind": "refund", "key": "t:4", "amount": "10.00"})
     h.drain()
+    assert h.methods() == ["POST", "DELETE", "POST"]
+    assert partnero.ledger() == {"t:4:adj1": [Decimal("40.00")]}
+    # a provider reporting a cumulative total repeats it: nothing moves
+    h.receive({"kind": "refund", "key": "t:4", "amount": None, "refunded_total": "10.00"})
+    h.drain()
+    assert len(h.methods()) == 3
+    h.receive({"kind": "refund", "key": "t:4", "amount": None, "refunded_total": "25.00"})
+    h.drain()
+    assert partnero.ledger() == {"t:4:adj2": [Decimal("25.00")]}
+    # the rest is refunded: the sale is gone entirely
+    h.receive({"kind": "refund", "key": "t:4", "amount": "25.00"})
+    h.drain()
+    assert partnero.ledger() == {}
+    assert h.methods()[-1] == "DELETE"
+    assert [t.key for t in partnero.transactions] == ["t:4", "t:4:adj1", "t:4:adj2"]
+
+
+def test_the_same_refund_announced_twice_is_applied_once(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"key": "t:4r", "amount": "50.00"})
+    h.drain()
+    h.receive({"kind": "refund", "key": "t:4r", "amount": "5.00", "refund_id": "re_1", "type": "refund.created"})
+    h.receive({"kind": "refund", "key": "t:4r", "amount": "5.00", "refund_id": "re_1", "type": "refund.updated"})
+    h.drain()
+    assert partnero.ledger() == {"t:4r:adj1": [Decimal("45.00")]}
+
+
+def test_partial_refund_policy_ignore_records_only(make: Any, partnero: PartneroServer) -> None:
+    h = make(partial_refunds="ignore")
+    h.receive({"key": "t:4i", "amount": "50.00"})
+    h.drain()
+    h.receive({"kind": "refund", "key": "t:4i", "amount": "10.00"})
+    h.drain()
     assert h.methods() == ["POST"]
-    skipped = h.events("skipped")
-    assert len(skipped) == 1 and "partial refund" in (skipped[0].reason or "")
-    assert partnero.ledger() == {"t:4": [Decimal("50.00")]}
+    [skipped] = h.events("skipped")
+    assert skipped.reason == "partial refund recorded, refunded 10.00 (partial_refunds: ignore)"
+    # a refund of the rest still reverses fully
+    h.receive({"kind": "refund", "key": "t:4i", "amount": "40.00"})
+    h.drain()
+    assert partnero.ledger() == {}
 
 
 def test_partial_refund_policy_full_reverses(make: Any, partnero: PartneroServer) -> None:
@@ -339,3 +392,25 @@ def test_backoff_grows_with_jitter_and_respects_retry_after() -> None:
         assert 2**n * 0.5 <= delay <= 2**n
     assert backoff_seconds(30, 2, 60) <= 60
     assert backoff_seconds(1, 2, 60, retry_after=45) >= 45
+
+
+def test_won_dispute_after_reversal_restores_the_sale(make: Any, partnero: PartneroServer) -> None:
+    h = make(disputes="reverse_on_open")
+    h.receive({"key": "t:20", "amount": "30.00"})
+    h.drain()
+    h.receive({"kind": "dispute", "key": "t:20", "dispute": "opened"})
+    h.drain()
+    assert partnero.ledger() == {}
+    h.receive({"kind": "dispute", "key": "t:20", "dispute": "lost"})
+    h.drain()
+    assert h.methods() == ["POST", "DELETE"]
+    h.receive({"kind": "dispute", "key": "t:20", "dispute": "won"})
+    h.drain()
+    assert partnero.ledger() == {"t:20:adj1": [Decimal("30.00")]}
+
+
+def test_disputes_ignore_policy(make: Any, partnero: PartneroServer) -> None:
+    h = make(disputes="ignore")
+    h.receive({"key": "t:21"}, {"kind": "dispute", "key": "t:21", "dispute": "lost"})
+    h.drain()
+    assert list(partnero.ledger()) == ["t:21"]

@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from bridge.store.base import Attempt, CallStatus, NewOperation, OpStatus, Store, Transaction
+from bridge.store.base import (
+    Attempt,
+    CallStatus,
+    NewOperation,
+    OpStatus,
+    Payment,
+    PaymentState,
+    Store,
+    Transaction,
+)
 from bridge.store.sqlite import SQLiteStore, path_from_url
 
 T = TypeVar("T")
@@ -107,8 +118,8 @@ def test_calls_keep_bytes_and_status(tmp_path: Path) -> None:
     run(_with_store(tmp_path, body))
 
 
-def _op(action: str, key: str, scope: str = "p") -> NewOperation:
-    return NewOperation(scope, f"{action}:{key}", action, key, "e", {"key": key})
+def _op(action: str, key: str, scope: str = "p", target: str | None = None) -> NewOperation:
+    return NewOperation(scope, action, key, target or key, "e", {"key": target or key})
 
 
 def test_claims_respect_order_per_transaction_key(tmp_path: Path) -> None:
@@ -122,7 +133,7 @@ def test_claims_respect_order_per_transaction_key(tmp_path: Path) -> None:
 
         await store.run(setup)
         first = await store.run(lambda tx: tx.claim_operations("w", now + 1, now + 60, 10))
-        # the delete of k1 waits for its sale; k2 has no sale here and may go
+        # a payment's operations run in order: the delete of k1 waits; k2 has no earlier work and may go
         assert sorted(o.op_key for o in first) == ["create:k1", "delete:k2"]
         assert all(o.attempts == 0 and not o.maybe_sent for o in first)
         again = await store.run(lambda tx: tx.claim_operations("w2", now + 1, now + 60, 10))
@@ -137,6 +148,42 @@ def test_claims_respect_order_per_transaction_key(tmp_path: Path) -> None:
         assert [o.op_key for o in after] == ["delete:k1"]
         stored = await store.run(lambda tx: tx.get_operation("p", "create:k1"))
         assert stored is not None and stored.attempts == 1 and stored.maybe_sent
+
+    run(_with_store(tmp_path, body))
+
+
+def test_a_dead_operation_holds_the_rest_of_its_payment(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        now = time.time()
+
+        def setup(tx: Transaction) -> None:
+            first = tx.insert_operation(_op("delete", "k"), now)
+            tx.insert_operation(_op("create", "k", target="k:adj1"), now)
+            tx.update_operation(first, now, status=OpStatus.DEAD)
+
+        await store.run(setup)
+        assert await store.run(lambda tx: tx.claim_operations("w", now + 1, now + 60, 10)) == []
+        dead = await store.run(lambda tx: tx.get_operation("p", "delete:k"))
+        assert dead is not None
+        await store.run(lambda tx: tx.update_operation(dead.id, now, status=OpStatus.DELIVERED))
+        [op] = await store.run(lambda tx: tx.claim_operations("w", now + 1, now + 60, 10))
+        assert (op.op_key, op.transaction_key, op.target_key) == ("create:k:adj1", "k", "k:adj1")
+
+    run(_with_store(tmp_path, body))
+
+
+def test_payments_ledger_round_trip(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        payment = Payment(
+            "p", "k", "e", PaymentState.ACTIVE, "k:adj2", 2, {"amount": "9.99"}, Decimal("1.50"), ("re_1", "re_2")
+        )
+        await store.run(lambda tx: tx.put_payment(payment, 1.0))
+        assert await store.run(lambda tx: tx.get_payment("p", "k")) == payment
+        moved = replace(payment, state=PaymentState.REFUNDED, current_key=None)
+        await store.run(lambda tx: tx.put_payment(moved, 2.0))
+        assert await store.run(lambda tx: tx.get_payment("p", "k")) == moved
+        assert moved.sale_amount == Decimal("9.99")
+        assert await store.run(lambda tx: tx.get_payment("other", "k")) is None
 
     run(_with_store(tmp_path, body))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
@@ -56,13 +57,20 @@ class StoredCall:
 
 @dataclass(frozen=True)
 class Operation:
-    """One Partnero call to make exactly once: `create:<transaction_key>` or `delete:<transaction_key>`."""
+    """One Partnero call to make exactly once: `create:<target_key>` or `delete:<target_key>`.
+
+    `transaction_key` is the payment's key; `target_key` the Partnero transaction this call acts on — the
+    same, or a derived key (`<transaction_key>:adj<n>`) when a partial refund or a won dispute re-books
+    the sale. Operations of one payment run strictly in the order they were enqueued.
+    """
 
     id: int
     scope: str
     op_key: str
     action: str
     transaction_key: str
+    target_key: str
+    event_id: int | None
     endpoint: str
     request: dict[str, Any]
     status: OpStatus
@@ -77,13 +85,43 @@ class Operation:
 @dataclass(frozen=True)
 class NewOperation:
     scope: str
-    op_key: str
     action: str
     transaction_key: str
+    target_key: str
     endpoint: str
     request: dict[str, Any]
     status: OpStatus = OpStatus.PENDING
     reason: str | None = None
+    event_id: int | None = None
+
+    @property
+    def op_key(self) -> str:
+        return f"{self.action}:{self.target_key}"
+
+
+class PaymentState(StrEnum):
+    ACTIVE = "active"  # the sale is (or is queued to be) in Partnero under `current_key`
+    REFUNDED = "refunded"  # fully reversed by refunds
+    DISPUTED = "disputed"  # reversed by a chargeback; a won dispute restores it
+
+
+@dataclass(frozen=True)
+class Payment:
+    """The bridge's ledger of one payment in one Partnero program: what was sold, refunded, reversed."""
+
+    scope: str
+    transaction_key: str
+    endpoint: str
+    state: PaymentState
+    current_key: str | None
+    revision: int
+    sale_request: dict[str, Any] | None  # the create body of the original sale, amount as a string
+    refunded: Decimal
+    refund_ids: tuple[str, ...] = ()
+
+    @property
+    def sale_amount(self) -> Decimal | None:
+        return Decimal(self.sale_request["amount"]) if self.sale_request else None
 
 
 @dataclass(frozen=True)
@@ -155,13 +193,18 @@ class Transaction(Protocol):
     def get_call(self, call_id: int) -> StoredCall | None: ...
     def finish_call(self, call_id: int, status: CallStatus, error: str | None, at: float) -> None: ...
     def insert_event(self, event: NewEvent, at: float) -> int: ...
+    def get_payment(self, scope: str, transaction_key: str) -> Payment | None: ...
+    def put_payment(self, payment: Payment, at: float) -> None: ...
     def get_operation(self, scope: str, op_key: str) -> Operation | None: ...
     def get_operation_by_id(self, operation_id: int) -> Operation | None: ...
     def insert_operation(self, op: NewOperation, at: float) -> int: ...
     def update_operation(self, operation_id: int, at: float, **fields: Any) -> None: ...
     def claim_operations(self, owner: str, now: float, lease_until: float, limit: int) -> list[Operation]:
         """Lease due operations, counting the attempt and marking them maybe-sent before any request
-        leaves; the returned records show the state before the claim (was an earlier attempt sent?)."""
+        leaves; the returned records show the state before the claim (was an earlier attempt sent?).
+
+        Only the first unfinished operation of a payment is claimable: an earlier one that is pending
+        or dead holds the rest, so a payment's operations never overlap and never run out of order."""
         ...
 
     def release_leases(self, owner: str | None) -> int: ...

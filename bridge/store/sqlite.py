@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,8 @@ from bridge.store.base import (
     NewOperation,
     Operation,
     OpStatus,
+    Payment,
+    PaymentState,
     StoredCall,
     Transaction,
 )
@@ -57,6 +60,8 @@ CREATE TABLE IF NOT EXISTS operations (
     op_key TEXT NOT NULL,
     action TEXT NOT NULL,
     transaction_key TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    event_id INTEGER,
     endpoint TEXT NOT NULL,
     request TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -71,7 +76,21 @@ CREATE TABLE IF NOT EXISTS operations (
     UNIQUE (scope, op_key)
 );
 CREATE INDEX IF NOT EXISTS operations_due ON operations (status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS operations_tx ON operations (scope, transaction_key);
+CREATE INDEX IF NOT EXISTS operations_tx ON operations (scope, transaction_key, id);
+CREATE INDEX IF NOT EXISTS operations_event ON operations (event_id);
+CREATE TABLE IF NOT EXISTS payments (
+    scope TEXT NOT NULL,
+    transaction_key TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    current_key TEXT,
+    revision INTEGER NOT NULL,
+    sale_request TEXT,
+    refunded TEXT NOT NULL,
+    refund_ids TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (scope, transaction_key)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     call_id INTEGER NOT NULL REFERENCES calls (id),
@@ -244,7 +263,7 @@ def _call(row: sqlite3.Row | tuple[Any, ...]) -> StoredCall:
 
 _CALL_COLUMNS = "id, endpoint, delivery_id, received_at, method, path, query_string, headers, body, status, error"
 _OP_COLUMNS = (
-    "id, scope, op_key, action, transaction_key, endpoint, request, status, reason, attempts, "
+    "id, scope, op_key, action, transaction_key, target_key, event_id, endpoint, request, status, reason, attempts, "
     "next_attempt_at, maybe_sent, created_at, updated_at"
 )
 _OP_UPDATABLE = {
@@ -259,13 +278,32 @@ _OP_UPDATABLE = {
 
 
 def _operation(row: tuple[Any, ...]) -> Operation:
-    (id_, scope, op_key, action, tx_key, endpoint, request, status, reason, attempts, nxt, maybe, c, u) = row
+    (
+        id_,
+        scope,
+        op_key,
+        action,
+        tx_key,
+        target,
+        event_id,
+        endpoint,
+        request,
+        status,
+        reason,
+        attempts,
+        nxt,
+        maybe,
+        c,
+        u,
+    ) = row
     return Operation(
         id_,
         scope,
         op_key,
         action,
         tx_key,
+        target,
+        event_id,
         endpoint,
         json.loads(request),
         OpStatus(status),
@@ -368,13 +406,15 @@ class _SQLiteTransaction:
 
     def insert_operation(self, op: NewOperation, at: float) -> int:
         cur = self.conn.execute(
-            "INSERT INTO operations (scope, op_key, action, transaction_key, endpoint, request, status, reason,"
-            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO operations (scope, op_key, action, transaction_key, target_key, event_id, endpoint, request,"
+            " status, reason, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 op.scope,
                 op.op_key,
                 op.action,
                 op.transaction_key,
+                op.target_key,
+                op.event_id,
                 op.endpoint,
                 json.dumps(op.request),
                 op.status.value,
@@ -385,6 +425,49 @@ class _SQLiteTransaction:
             ),
         )
         return int(cur.lastrowid or 0)
+
+    def get_payment(self, scope: str, transaction_key: str) -> Payment | None:
+        row = self.conn.execute(
+            "SELECT scope, transaction_key, endpoint, state, current_key, revision, sale_request, refunded, refund_ids"
+            " FROM payments WHERE scope = ? AND transaction_key = ?",
+            (scope, transaction_key),
+        ).fetchone()
+        if row is None:
+            return None
+        scope_, key, endpoint, state, current, revision, sale_request, refunded, refund_ids = row
+        return Payment(
+            scope_,
+            key,
+            endpoint,
+            PaymentState(state),
+            current,
+            revision,
+            json.loads(sale_request) if sale_request else None,
+            Decimal(refunded),
+            tuple(json.loads(refund_ids)),
+        )
+
+    def put_payment(self, payment: Payment, at: float) -> None:
+        self.conn.execute(
+            "INSERT INTO payments (scope, transaction_key, endpoint, state, current_key, revision, sale_request,"
+            " refunded, refund_ids, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (scope, transaction_key) DO UPDATE SET endpoint = excluded.endpoint,"
+            " state = excluded.state, current_key = excluded.current_key, revision = excluded.revision,"
+            " sale_request = excluded.sale_request, refunded = excluded.refunded, refund_ids = excluded.refund_ids,"
+            " updated_at = excluded.updated_at",
+            (
+                payment.scope,
+                payment.transaction_key,
+                payment.endpoint,
+                payment.state.value,
+                payment.current_key,
+                payment.revision,
+                json.dumps(payment.sale_request) if payment.sale_request is not None else None,
+                str(payment.refunded),
+                json.dumps(list(payment.refund_ids)),
+                at,
+            ),
+        )
 
     def update_operation(self, operation_id: int, at: float, **fields: Any) -> None:
         unknown = set(fields) - _OP_UPDATABLE
@@ -397,8 +480,6 @@ class _SQLiteTransaction:
         )
 
     def claim_operations(self, owner: str, now: float, lease_until: float, limit: int) -> list[Operation]:
-        # Per transaction key: nothing while another operation on it is leased, and a delete never
-        # before its sale has left the pending state.
         rows = self.conn.execute(
             f"""
             SELECT {_OP_COLUMNS} FROM operations o
@@ -406,32 +487,19 @@ class _SQLiteTransaction:
               AND (o.lease_until IS NULL OR o.lease_until < :now)
               AND NOT EXISTS (
                 SELECT 1 FROM operations p
-                WHERE p.scope = o.scope AND p.transaction_key = o.transaction_key AND p.id <> o.id
-                  AND p.lease_until IS NOT NULL AND p.lease_until >= :now)
-              AND NOT (o.action = 'delete' AND EXISTS (
-                SELECT 1 FROM operations c
-                WHERE c.scope = o.scope AND c.transaction_key = o.transaction_key
-                  AND c.action = 'create' AND c.status = 'pending'))
+                WHERE p.scope = o.scope AND p.transaction_key = o.transaction_key AND p.id < o.id
+                  AND p.status IN ('pending', 'dead'))
             ORDER BY o.next_attempt_at, o.id
             LIMIT :limit
             """,
-            {"now": now, "limit": limit * 4},
+            {"now": now, "limit": limit},
         ).fetchall()
-        claimed: list[Operation] = []
-        seen_keys: set[tuple[str, str]] = set()
-        for row in rows:
-            op = _operation(row)
-            if (op.scope, op.transaction_key) in seen_keys:
-                continue
-            seen_keys.add((op.scope, op.transaction_key))
-            self.conn.execute(
-                "UPDATE operations SET lease_owner = ?, lease_until = ?, attempts = attempts + 1, maybe_sent = 1"
-                " WHERE id = ?",
-                (owner, lease_until, op.id),
-            )
-            claimed.append(op)
-            if len(claimed) >= limit:
-                break
+        claimed = [_operation(row) for row in rows]
+        self.conn.executemany(
+            "UPDATE operations SET lease_owner = ?, lease_until = ?, attempts = attempts + 1, maybe_sent = 1"
+            " WHERE id = ?",
+            [(owner, lease_until, op.id) for op in claimed],
+        )
         return claimed
 
     def release_leases(self, owner: str | None) -> int:
@@ -465,22 +533,33 @@ class _SQLiteTransaction:
     def list_events(self, flt: EventFilter) -> list[EventView]:
         where: list[str] = []
         params: list[object] = []
-        status_expr = "COALESCE(o.status, e.status)"
         if flt.status:
-            where.append(f"{status_expr} = ?")
+            where.append("status = ?")
             params.append(flt.status)
         if flt.endpoint:
-            where.append("e.endpoint = ?")
+            where.append("endpoint = ?")
             params.append(flt.endpoint)
         if flt.since is not None:
-            where.append("e.created_at >= ?")
+            where.append("created_at >= ?")
             params.append(flt.since)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = self.conn.execute(
-            f"""SELECT e.id, e.call_id, e.endpoint, e.kind, e.event_type, e.transaction_key, e.customer_key,
-                       {status_expr}, COALESCE(o.reason, e.reason), e.operation_id, e.created_at
-                FROM events e LEFT JOIN operations o ON o.id = e.operation_id AND e.status = 'queued'
-                {clause} ORDER BY e.id DESC LIMIT ?""",
-            (*params, flt.limit),
+            f"""SELECT * FROM ({_EVENT_VIEW}) {clause} ORDER BY id DESC LIMIT ?""", (*params, flt.limit)
         ).fetchall()
         return [EventView(*r) for r in rows]
+
+
+# An event that became operations shows theirs: dead wins, then pending, then delivered, else skipped.
+_EVENT_VIEW = """
+SELECT e.id, e.call_id, e.endpoint, e.kind, e.event_type, e.transaction_key, e.customer_key,
+       CASE WHEN e.status <> 'queued' THEN e.status ELSE (
+            SELECT CASE WHEN SUM(o.status = 'dead') > 0 THEN 'dead'
+                        WHEN SUM(o.status = 'pending') > 0 THEN 'pending'
+                        WHEN SUM(o.status = 'delivered') > 0 THEN 'delivered'
+                        ELSE 'skipped' END
+            FROM operations o WHERE o.event_id = e.id) END AS status,
+       CASE WHEN e.status <> 'queued' THEN e.reason ELSE (
+            SELECT o.reason FROM operations o WHERE o.event_id = e.id ORDER BY o.id DESC LIMIT 1) END AS reason,
+       e.operation_id, e.created_at
+FROM events e
+"""
