@@ -32,16 +32,36 @@ def currency_exponent(code: str) -> int:
 def from_minor_units(amount: int | str | Decimal, currency: str) -> Decimal:
     """Minor units (cents, paise, fils) to a major-unit `Decimal` with the currency's exponent."""
     value = to_decimal(amount)
+    if _too_large(value):
+        raise ValueError(f"amount out of range: {amount!r}")
     if value != value.to_integral_value():
         raise ValueError(f"minor-unit amount {amount!r} is not a whole number")
     exponent = currency_exponent(currency)
-    return value.scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))
+    return _quantized(value.scaleb(-exponent), exponent, amount)
 
 
 def from_major_units(amount: int | str | Decimal, currency: str) -> Decimal:
     """A major-unit amount (`"12.5"`) as a `Decimal` at the currency's exponent (`12.50`)."""
     exponent = currency_exponent(currency)
-    return to_decimal(amount).quantize(Decimal(1).scaleb(-exponent))
+    return _quantized(to_decimal(amount), exponent, amount)
+
+
+# no real payment has more digits; anything beyond is junk that must not reach arithmetic or Partnero
+MAX_DIGITS_BEFORE_POINT = 15
+
+
+def _too_large(value: Decimal) -> bool:
+    # adjusted() reads the exponent without arithmetic, which would overflow on 1e999999999
+    return value != 0 and value.adjusted() >= MAX_DIGITS_BEFORE_POINT
+
+
+def _quantized(value: Decimal, exponent: int, original: object) -> Decimal:
+    if _too_large(value):
+        raise ValueError(f"amount out of range: {original!r}")
+    try:
+        return value.quantize(Decimal(1).scaleb(-exponent))
+    except ArithmeticError:
+        raise ValueError(f"amount out of range: {original!r}") from None
 
 
 def to_decimal(amount: int | str | Decimal) -> Decimal:

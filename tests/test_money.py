@@ -49,3 +49,11 @@ def test_unknown_and_unitless_currencies_refused() -> None:
     with pytest.raises(CurrencyError):
         currency_exponent("XXX")
     assert normalize_currency(" usd ") == "USD"
+
+
+@pytest.mark.parametrize("junk", ["1e999999999", "-1e400", 10**20])
+def test_absurd_amounts_are_value_errors_not_arithmetic_crashes(junk: object) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        from_minor_units(junk, "USD")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="out of range"):
+        from_major_units(junk, "USD")  # type: ignore[arg-type]
