@@ -20,7 +20,10 @@ from providers.signatures import (
 RFC4231_KEY = b"Jefe"
 RFC4231_DATA = b"what do ya want for nothing?"
 RFC4231_SHA256 = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-RFC4231_SHA512 = "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+RFC4231_SHA512 = (
+    "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554"
+    "9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+)
 
 # Standard Webhooks reference vector — github.com/standard-webhooks/standard-webhooks
 # libraries/python/tests/test_webhooks.py::test_sign_function (commit b2fa7b8719fb75d326b591077f5d1b385cfcdfae)
