@@ -19,7 +19,7 @@ from starlette.routing import Route
 from bridge.config import Config, Endpoint
 from bridge.delivery import Worker
 from bridge.store.base import Store
-from providers.base import SignatureError, WebhookRequest, body_hash
+from providers.base import AcknowledgeOnly, SignatureError, WebhookRequest, body_hash
 
 log = logging.getLogger("bridge.app")
 
@@ -70,9 +70,11 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
             query_string=request.url.query,
         )
         try:
-            endpoint.adapter.verify(webhook, time.time())
+            await endpoint.adapter.authenticate(webhook, time.time())
         except SignatureError as exc:
             return _answer(401, str(exc), name, started)
+        except AcknowledgeOnly as exc:
+            return _answer(200, f"acknowledged: {exc}", name, started)
         duplicate = await _store(endpoint, webhook)
         if duplicate is None:
             # the provider must try again: 503 is a retry signal everywhere (Gumroad retries no 4xx)

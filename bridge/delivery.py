@@ -20,7 +20,7 @@ from bridge.config import Config, PartneroSettings
 from bridge.outbox import CREATE, record_events
 from bridge.partnero import Outcome, PartneroClient, Result
 from bridge.store.base import Attempt, CallStatus, Operation, OpStatus, Store, StoredCall, Transaction
-from providers.base import PayloadError, WebhookRequest
+from providers.base import PayloadError, ProviderUnavailable, WebhookRequest
 
 log = logging.getLogger("bridge.delivery")
 
@@ -92,6 +92,8 @@ class Worker:
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+        for endpoint in self.config.endpoints.values():
+            await endpoint.adapter.aclose()
 
     async def run(self, stopping: asyncio.Event) -> None:
         # one SQLite process owns the store: leases of a killed predecessor are void
@@ -131,7 +133,8 @@ class Worker:
     # --- parsing stored calls --------------------------------------------------------------------
 
     async def process_received(self) -> int:
-        calls = await self.store.run(lambda tx: tx.received_calls(CALL_BATCH))
+        now = self.clock()
+        calls = await self.store.run(lambda tx: tx.received_calls(CALL_BATCH, now))
         for call in calls:
             await self.process_call(call)
         return len(calls)
@@ -146,7 +149,10 @@ class Worker:
             return
         request = WebhookRequest(call.method, call.path, call.headers, call.body, call.query_string)
         try:
-            events = endpoint.adapter.parse(request)
+            events = await endpoint.adapter.read(request)
+        except ProviderUnavailable as exc:
+            await self._defer(call, f"provider API unavailable: {exc}")
+            return
         except PayloadError as exc:
             error = f"cannot parse: {exc}"
         except Exception as exc:  # an adapter bug must not stop the worker; the call is kept for replay
@@ -162,6 +168,17 @@ class Worker:
             return
         log.warning("call %s on %s kept unparsed: %s", call.id, call.endpoint, error)
         await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, error, now))
+
+    async def _defer(self, call: StoredCall, error: str) -> None:
+        settings = self.config.delivery
+        now = self.clock()
+        attempts = call.read_attempts + 1
+        if attempts >= settings.max_attempts:
+            reason = f"gave up after {attempts} reads: {error}"
+            await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, reason, now))
+            return
+        delay = backoff_seconds(attempts, settings.initial_backoff_seconds, settings.max_backoff_seconds)
+        await self.store.run(lambda tx: tx.defer_call(call.id, now + delay, error))
 
     # --- delivering operations -------------------------------------------------------------------
 

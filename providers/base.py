@@ -69,6 +69,18 @@ class PayloadError(Exception):
     """An authentic body this adapter cannot read; the call is kept with this message for replay."""
 
 
+class AcknowledgeOnly(Exception):
+    """A provider handshake (WooCommerce's unsigned creation ping): answer 200, store nothing.
+
+    Raise it from `verify`/`authenticate` only for requests that carry no payment at all; the message is
+    the reason written to the log.
+    """
+
+
+class ProviderUnavailable(Exception):
+    """The provider's API could not be asked right now; reading the stored call is retried later."""
+
+
 class AdapterOptions(BaseModel):
     """Provider-specific endpoint settings; each adapter subclasses it with its own fields."""
 
@@ -93,6 +105,10 @@ class ProviderAdapter:
         """Raise `SignatureError` unless `request` is authentic (any configured secret may match)."""
         raise NotImplementedError
 
+    async def authenticate(self, request: WebhookRequest, now: float) -> None:
+        """What ingest awaits. Override only where checking needs I/O (PayPal's certificate fetch)."""
+        self.verify(request, now)
+
     def delivery_id(self, request: WebhookRequest) -> str:
         """The provider's id of this delivery, for inbound dedup; by default a hash of the body."""
         return body_hash(request.body)
@@ -100,6 +116,17 @@ class ProviderAdapter:
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
         """Normalized events of a verified request; events not acted on come back as `ignored`."""
         raise NotImplementedError
+
+    async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        """What the worker awaits. Override only where the payload needs an API call (Mollie's pings).
+
+        A transient failure of that call raises `ProviderUnavailable`: the call stays stored and is read
+        again later. An answer that says the payload is not authentic raises `PayloadError`.
+        """
+        return self.parse(request)
+
+    async def aclose(self) -> None:
+        """Release what the adapter opened (HTTP clients); called once at shutdown."""
 
     def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
         """The headers or query a genuine provider would send with `body` (the inverse of `verify`)."""

@@ -17,7 +17,7 @@ from bridge.delivery import Worker, backoff_seconds
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent
 from bridge.store.base import EventFilter, EventView, Operation, OpStatus, StoredCall
 from bridge.store.sqlite import SQLiteStore
-from providers.base import AdapterOptions, PayloadError, ProviderAdapter, WebhookRequest
+from providers.base import AdapterOptions, PayloadError, ProviderAdapter, ProviderUnavailable, WebhookRequest
 from tests.partnero_server import PartneroServer
 
 
@@ -29,6 +29,16 @@ class ScriptedAdapter(ProviderAdapter):
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         pass
+
+    unavailable_reads = 0
+
+    async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        if request.body == b'"later"':
+            if ScriptedAdapter.unavailable_reads > 0:
+                ScriptedAdapter.unavailable_reads -= 1
+                raise ProviderUnavailable("503 from the provider API")
+            return [_event({"key": "t:later"})]
+        return self.parse(request)
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
         data = json.loads(request.body)
@@ -414,3 +424,18 @@ def test_disputes_ignore_policy(make: Any, partnero: PartneroServer) -> None:
     h.receive({"key": "t:21"}, {"kind": "dispute", "key": "t:21", "dispute": "lost"})
     h.drain()
     assert list(partnero.ledger()) == ["t:21"]
+
+
+def test_provider_api_down_defers_the_read_then_gives_up(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    ScriptedAdapter.unavailable_reads = 2
+    h.receive("later")
+    h.drain()
+    assert h.call(1).status.value == "processed"
+    assert [t.key for t in partnero.transactions] == ["t:later"]
+    ScriptedAdapter.unavailable_reads = 100
+    h.receive("later")
+    h.drain()
+    call = h.call(2)
+    assert call.status.value == "failed"
+    assert call.error == "gave up after 4 reads: provider API unavailable: 503 from the provider API"

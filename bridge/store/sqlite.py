@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS calls (
     status TEXT NOT NULL,
     error TEXT,
     processed_at REAL,
+    not_before REAL,
+    read_attempts INTEGER NOT NULL DEFAULT 0,
     UNIQUE (endpoint, delivery_id)
 );
 CREATE INDEX IF NOT EXISTS calls_received ON calls (status, id);
@@ -245,7 +247,7 @@ class SQLiteStore:
 
 
 def _call(row: sqlite3.Row | tuple[Any, ...]) -> StoredCall:
-    (id_, endpoint, delivery_id, received_at, method, path, qs, headers, body, status, error) = row
+    (id_, endpoint, delivery_id, received_at, method, path, qs, headers, body, status, error, reads) = row
     return StoredCall(
         id_,
         endpoint,
@@ -258,10 +260,13 @@ def _call(row: sqlite3.Row | tuple[Any, ...]) -> StoredCall:
         bytes(body) if body is not None else b"",
         CallStatus(status),
         error,
+        reads,
     )
 
 
-_CALL_COLUMNS = "id, endpoint, delivery_id, received_at, method, path, query_string, headers, body, status, error"
+_CALL_COLUMNS = (
+    "id, endpoint, delivery_id, received_at, method, path, query_string, headers, body, status, error, read_attempts"
+)
 _OP_COLUMNS = (
     "id, scope, op_key, action, transaction_key, target_key, event_id, endpoint, request, status, reason, attempts, "
     "next_attempt_at, maybe_sent, created_at, updated_at"
@@ -356,12 +361,21 @@ class _SQLiteTransaction:
         ).fetchone()
         return int(row[0]), False
 
-    def received_calls(self, limit: int) -> list[StoredCall]:
+    def received_calls(self, limit: int, now: float | None = None) -> list[StoredCall]:
         rows = self.conn.execute(
-            f"SELECT {_CALL_COLUMNS} FROM calls WHERE status = ? ORDER BY id LIMIT ?",
-            (CallStatus.RECEIVED.value, limit),
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE status = ? AND (not_before IS NULL OR not_before <= ?)"
+            " ORDER BY id LIMIT ?",
+            (CallStatus.RECEIVED.value, now if now is not None else float("inf"), limit),
         ).fetchall()
         return [_call(r) for r in rows]
+
+    def defer_call(self, call_id: int, until: float, error: str) -> int:
+        self.conn.execute(
+            "UPDATE calls SET not_before = ?, error = ?, read_attempts = read_attempts + 1 WHERE id = ?",
+            (until, error, call_id),
+        )
+        row = self.conn.execute("SELECT read_attempts FROM calls WHERE id = ?", (call_id,)).fetchone()
+        return int(row[0])
 
     def get_call(self, call_id: int) -> StoredCall | None:
         row = self.conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,)).fetchone()
@@ -514,7 +528,10 @@ class _SQLiteTransaction:
         return cur.rowcount
 
     def next_due_at(self) -> float | None:
-        row = self.conn.execute("SELECT MIN(next_attempt_at) FROM operations WHERE status = 'pending'").fetchone()
+        row = self.conn.execute(
+            "SELECT MIN(t) FROM (SELECT MIN(next_attempt_at) AS t FROM operations WHERE status = 'pending'"
+            " UNION ALL SELECT MIN(COALESCE(not_before, received_at)) FROM calls WHERE status = 'received')"
+        ).fetchone()
         return None if row[0] is None else float(row[0])
 
     def add_attempt(self, attempt: Attempt) -> None:

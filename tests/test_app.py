@@ -1,0 +1,110 @@
+"""The ingest handler in-process: status codes, what is stored, what never is."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from starlette.testclient import TestClient
+
+from bridge.app import create_app, stored_query
+from bridge.config import Config, DeliverySettings, Endpoint, EndpointSettings, PartneroSettings, ServerSettings
+from bridge.events import NormalizedEvent
+from bridge.store.base import StoredCall
+from bridge.store.sqlite import SQLiteStore
+from providers.base import AcknowledgeOnly, AdapterOptions, ProviderAdapter, SignatureError, WebhookRequest
+
+
+class HeaderTokenAdapter(ProviderAdapter):
+    name: ClassVar[str] = ""
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        if request.header("x-ping"):
+            raise AcknowledgeOnly("creation ping")
+        if request.header("x-token") not in self.secrets and request.query.get("token") not in self.secrets:
+            raise SignatureError.mismatch("x-token")
+
+    def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        return []
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[tuple[TestClient, SQLiteStore]]:
+    store = SQLiteStore(str(tmp_path / "a.db"))
+    settings = EndpointSettings(provider="test", secret="tok-123456")
+    endpoint = Endpoint("shop", settings, PartneroSettings(), HeaderTokenAdapter(["tok-123456"], AdapterOptions()))
+    config = Config(
+        PartneroSettings(), "sqlite://", ServerSettings(max_body_bytes=2048), DeliverySettings(), {"shop": endpoint}
+    )
+    asyncio.run(store.open())
+    with TestClient(create_app(config, store, None)) as test_client:
+        yield test_client, store
+    asyncio.run(store.close())
+
+
+def _calls(store: SQLiteStore) -> list[StoredCall]:
+    return store.run_sync(lambda tx: tx.received_calls(100))
+
+
+def test_statuses_and_reasons(client: tuple[TestClient, SQLiteStore]) -> None:
+    http, store = client
+    assert http.post("/webhooks/nope", content=b"{}").status_code == 404
+    bad = http.post("/webhooks/shop", content=b"{}", headers={"x-token": "wrong"})
+    assert (bad.status_code, bad.text) == (401, "x-token does not match")
+    big = http.post("/webhooks/shop", content=b"x" * 4096, headers={"x-token": "tok-123456"})
+    assert big.status_code == 413
+    ok = http.post("/webhooks/shop", content=b"{}", headers={"x-token": "tok-123456"})
+    assert (ok.status_code, ok.json()) == (200, {"status": "stored"})
+    again = http.post("/webhooks/shop", content=b"{}", headers={"x-token": "tok-123456"})
+    assert again.json() == {"status": "duplicate"}
+    assert len(_calls(store)) == 1
+
+
+def test_chunked_body_over_the_limit_is_refused_without_a_length(client: tuple[TestClient, SQLiteStore]) -> None:
+    http, store = client
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"y" * 512
+
+    response = http.post("/webhooks/shop", content=chunks(), headers={"x-token": "tok-123456"})
+    assert response.status_code == 413
+    assert _calls(store) == []
+
+
+def test_handshake_is_answered_and_not_stored(client: tuple[TestClient, SQLiteStore]) -> None:
+    http, store = client
+    response = http.post("/webhooks/shop", content=b"webhook_id=1", headers={"x-ping": "1"})
+    assert response.status_code == 200
+    assert _calls(store) == []
+
+
+def test_credentials_are_not_stored(client: tuple[TestClient, SQLiteStore]) -> None:
+    http, store = client
+    response = http.post(
+        "/webhooks/shop?token=tok-123456&ref=a",
+        content=b'{"a":1}',
+        headers={"authorization": "Basic eDp0b2stMTIzNDU2", "cookie": "s=1", "x-extra": "kept"},
+    )
+    assert response.status_code == 200
+    [call] = _calls(store)
+    assert call.query_string == "token=%5Bredacted%5D&ref=a"
+    assert "authorization" not in call.headers and "cookie" not in call.headers
+    assert call.headers["x-extra"] == "kept"
+    assert call.body == b'{"a":1}'
+    assert call.received_at <= time.time()
+
+
+def test_health_and_readiness(client: tuple[TestClient, SQLiteStore]) -> None:
+    http, _ = client
+    assert http.get("/healthz").text == "ok"
+    assert http.get("/readyz").status_code == 200
+
+
+def test_stored_query_only_redacts_secrets() -> None:
+    assert stored_query("a=1&token=s", ("s",)) == "a=1&token=%5Bredacted%5D"
+    assert stored_query("", ("s",)) == ""
