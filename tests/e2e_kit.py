@@ -1,13 +1,20 @@
 """What the shared end-to-end tests need to act as a provider: each registered adapter's fixtures and signer.
 
 A provider joins the shared suite by shipping `tests/fixtures/<provider>/e2e.json` (see any existing one).
+Optional keys: `"body_signed": false` for schemes that do not sign the body (a URL token);
+`"server": "tests.<module>:<Class>"` for providers whose API the adapter calls — the class is started as a
+context manager around the test (no arguments, a `url` attribute), and `{server_url}` in any string of
+`endpoint` is replaced by its URL.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +29,24 @@ class ProviderCase:
     provider: str
     secret: str
     spec: dict[str, Any]
+    server_url: str = ""
 
     @property
     def endpoint_settings(self) -> dict[str, Any]:
-        return {"provider": self.provider, "secret": self.secret, **self.spec.get("endpoint", {})}
+        settings = {"provider": self.provider, "secret": self.secret, **self.spec.get("endpoint", {})}
+        return {k: _substitute(v, self.server_url) for k, v in settings.items()}
+
+    @contextlib.contextmanager
+    def provider_server(self) -> Iterator[ProviderCase]:
+        """Run the provider's own test server, if it names one, and yield the case pointed at it."""
+        target = self.spec.get("server")
+        if not target:
+            yield self
+            return
+        module_name, _, class_name = target.partition(":")
+        server_class = getattr(importlib.import_module(module_name), class_name)
+        with server_class() as server:
+            yield replace(self, server_url=server.url)
 
     def endpoint(self) -> Endpoint:
         config = parse_config({"endpoints": {"e": self.endpoint_settings}})
@@ -47,9 +68,19 @@ def provider_cases() -> list[ProviderCase]:
     for name in sorted(registry()):
         spec_path = FIXTURES / name / "e2e.json"
         if spec_path.exists():
-            secret = _secret_for(name)
-            cases.append(ProviderCase(name, secret, json.loads(spec_path.read_text())))
+            spec = json.loads(spec_path.read_text())
+            cases.append(ProviderCase(name, spec.get("secret", _secret_for(name)), spec))
     return cases
+
+
+def _substitute(value: Any, server_url: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{server_url}", server_url)
+    if isinstance(value, list):
+        return [_substitute(v, server_url) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, server_url) for k, v in value.items()}
+    return value
 
 
 def _secret_for(provider: str) -> str:

@@ -7,7 +7,7 @@ fault cases (Partnero errors, SIGKILL, oversize, malformed bodies) run once on t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import httpx
@@ -34,7 +34,14 @@ def test_every_wave_one_provider_is_in_the_shared_suite() -> None:
     assert {c.provider for c in CASES} >= {"lemonsqueezy", "polar", "gumroad", "creem", "dodopayments"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.provider)
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> Iterator[ProviderCase]:
+    """The provider case given by indirect parametrisation, its own API server running if it has one."""
+    with request.param.provider_server() as running:
+        yield running
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.provider, indirect=True)
 def test_sale_duplicates_refund_and_bad_signatures(
     case: ProviderCase, partnero: PartneroServer, bridge_factory: BridgeFactory
 ) -> None:
@@ -74,7 +81,9 @@ def test_sale_duplicates_refund_and_bad_signatures(
     assert partnero.ledger() == {}
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.spec.get("test_mode_file")], ids=lambda c: c.provider)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.spec.get("test_mode_file")], ids=lambda c: c.provider, indirect=True
+)
 def test_test_mode_events_are_skipped_by_default(
     case: ProviderCase, partnero: PartneroServer, bridge_factory: BridgeFactory
 ) -> None:
