@@ -25,6 +25,7 @@ from providers.base import PayloadError, ProviderUnavailable, WebhookRequest
 log = logging.getLogger("bridge.delivery")
 
 CALL_BATCH = 100
+MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
 class RateLimiter:
@@ -50,6 +51,37 @@ class RateLimiter:
                 await asyncio.sleep((1 - self.tokens) / self.per_second)
 
 
+class ProgramHealth:
+    """Pauses every delivery to one Partnero program while it is down or rate limiting.
+
+    Without it each pending operation would discover the outage on its own schedule; with it, a few
+    consecutive failures stop all of them, and the pause grows with backoff until an answer comes back.
+    """
+
+    def __init__(self, initial: float, maximum: float, threshold: int = 3) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.threshold = threshold
+        self.failures = 0
+        self.paused_until = 0.0
+
+    def record(self, outcome: Outcome, now: float) -> None:
+        if outcome.status_code == 429:
+            pause = outcome.retry_after if outcome.retry_after is not None else self.initial
+            # honour Partnero's word, but a broken header must not stop delivery for days
+            self.paused_until = max(self.paused_until, now + min(pause, MAX_RETRY_AFTER_SECONDS))
+        elif outcome.result is Result.RETRY:
+            self.failures += 1
+            if self.failures >= self.threshold:
+                pause = backoff_seconds(self.failures - self.threshold + 1, self.initial, self.maximum)
+                self.paused_until = max(self.paused_until, now + pause)
+        else:
+            self.failures = 0
+
+    def paused(self, now: float) -> bool:
+        return now < self.paused_until
+
+
 def backoff_seconds(attempt: int, initial: float, maximum: float, retry_after: float | None = None) -> float:
     """Exponential backoff with jitter; a `Retry-After` from Partnero is a floor, never shortened."""
     delay = min(maximum, initial * (2 ** max(0, attempt - 1)))
@@ -69,6 +101,7 @@ class Worker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._clients: dict[str, PartneroClient] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        self._health: dict[str, ProgramHealth] = {}
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
             self._client_for(endpoint.partnero)
@@ -84,12 +117,18 @@ class Worker:
                 max_connections=settings.max_concurrency,
             )
             self._limiters[settings.scope] = RateLimiter(settings.max_requests_per_second)
+            delivery = self.config.delivery
+            self._health[settings.scope] = ProgramHealth(delivery.initial_backoff_seconds, delivery.max_backoff_seconds)
         return self._clients[settings.scope]
 
     def wake(self) -> None:
         self._wake.set()
 
     async def aclose(self) -> None:
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=5)
         for client in self._clients.values():
             await client.aclose()
         for endpoint in self.config.endpoints.values():
@@ -188,7 +227,8 @@ class Worker:
             return 0
         now = self.clock()
         lease_until = now + self.config.delivery.timeout_seconds * 3 + 30
-        ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free))
+        paused = [scope for scope, health in self._health.items() if health.paused(now)]
+        ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free, paused))
         for op in ops:
             task = asyncio.create_task(self._deliver(op))
             self._inflight.add(task)
@@ -235,6 +275,8 @@ class Worker:
 
     async def _finish(self, op: Operation, outcome: Outcome, still_maybe_sent: bool = False) -> None:
         now = self.clock()
+        if op.scope in self._health:
+            self._health[op.scope].record(outcome, now)
         settings = self.config.delivery
         attempts = op.attempts + 1
         fields: dict[str, object] = {"lease_owner": None, "lease_until": None, "reason": outcome.detail}

@@ -439,3 +439,44 @@ def test_provider_api_down_defers_the_read_then_gives_up(make: Any, partnero: Pa
     call = h.call(2)
     assert call.status.value == "failed"
     assert call.error == "gave up after 4 reads: provider API unavailable: 503 from the provider API"
+
+
+def test_partnero_down_pauses_the_whole_program_instead_of_hammering(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.worker._health[h.endpoint.partnero.scope].initial = 0.3
+    h.worker._health[h.endpoint.partnero.scope].maximum = 0.6
+    partnero.fail_next(10_000, status=503)
+    h.receive(*({"key": f"t:down{i}"} for i in range(10)))
+    h.run(h.worker.process_received())
+
+    async def run_for(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await h.worker.step()
+            await asyncio.sleep(0.01)
+
+    h.run(run_for(1.5))
+    # per-operation backoff alone would allow ~10 operations x ~30 attempts each in 1.5 s
+    assert 3 <= len(partnero.requests) <= 20
+    partnero.reset()
+    partnero.add_customer("buyer@example.com")
+    h.drain()
+    assert len(partnero.live_transactions()) == 10
+
+
+def test_rate_limit_pauses_the_program_for_retry_after(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    partnero.rate_limit_next(1, retry_after=1)
+    h.receive({"key": "t:rl0"})
+    h.run(h.worker.drain(timeout=0.5))
+    assert [r.status for r in partnero.requests] == [429]
+    # new work for the same program arrives during the pause: it waits too
+    h.receive({"key": "t:rl1"}, {"key": "t:rl2"})
+    h.drain()
+    assert len(partnero.live_transactions()) == 3
+    first, *rest = [r for r in partnero.requests if r.method == "POST"]
+    assert first.status == 429
+    assert len(rest) == 3
+    assert all(r.time - first.time >= 0.95 for r in rest), [
+        (r.status, r.time - first.time, r.transaction_key) for r in rest
+    ]

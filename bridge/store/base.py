@@ -6,7 +6,7 @@ over these primitives; an engine only has to make `Store.run` one atomic, durabl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -207,12 +207,15 @@ class Transaction(Protocol):
     def get_operation_by_id(self, operation_id: int) -> Operation | None: ...
     def insert_operation(self, op: NewOperation, at: float) -> int: ...
     def update_operation(self, operation_id: int, at: float, **fields: Any) -> None: ...
-    def claim_operations(self, owner: str, now: float, lease_until: float, limit: int) -> list[Operation]:
+    def claim_operations(
+        self, owner: str, now: float, lease_until: float, limit: int, exclude_scopes: Sequence[str] = ()
+    ) -> list[Operation]:
         """Lease due operations, counting the attempt and marking them maybe-sent before any request
         leaves; the returned records show the state before the claim (was an earlier attempt sent?).
 
         Only the first unfinished operation of a payment is claimable: an earlier one that is pending
-        or dead holds the rest, so a payment's operations never overlap and never run out of order."""
+        or dead holds the rest, so a payment's operations never overlap and never run out of order.
+        Operations of the Partnero programs in `exclude_scopes` (paused: down or rate limiting) wait."""
         ...
 
     def release_leases(self, owner: str | None) -> int: ...

@@ -14,7 +14,7 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from decimal import Decimal
 from pathlib import Path
@@ -493,11 +493,17 @@ class _SQLiteTransaction:
             f"UPDATE operations SET {assignments}, updated_at = ? WHERE id = ?", (*values, at, operation_id)
         )
 
-    def claim_operations(self, owner: str, now: float, lease_until: float, limit: int) -> list[Operation]:
+    def claim_operations(
+        self, owner: str, now: float, lease_until: float, limit: int, exclude_scopes: Sequence[str] = ()
+    ) -> list[Operation]:
+        placeholders = ", ".join(f":x{i}" for i in range(len(exclude_scopes)))
+        excluded = f"AND o.scope NOT IN ({placeholders})" if exclude_scopes else ""
+        params: dict[str, object] = {"now": now, "limit": limit}
+        params.update({f"x{i}": scope for i, scope in enumerate(exclude_scopes)})
         rows = self.conn.execute(
             f"""
             SELECT {_OP_COLUMNS} FROM operations o
-            WHERE o.status = 'pending' AND o.next_attempt_at <= :now
+            WHERE o.status = 'pending' AND o.next_attempt_at <= :now {excluded}
               AND (o.lease_until IS NULL OR o.lease_until < :now)
               AND NOT EXISTS (
                 SELECT 1 FROM operations p
@@ -506,7 +512,7 @@ class _SQLiteTransaction:
             ORDER BY o.next_attempt_at, o.id
             LIMIT :limit
             """,
-            {"now": now, "limit": limit},
+            params,
         ).fetchall()
         claimed = [_operation(row) for row in rows]
         self.conn.executemany(
