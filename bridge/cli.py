@@ -1,16 +1,22 @@
-"""The `partnero-bridge` command: serve, check-config."""
+"""The `partnero-bridge` command: serve, check-config, events, replay."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from bridge import __version__
 from bridge.config import Config, ConfigError, load_config, redact
+from bridge.store.base import EventFilter, Store
+
+T = TypeVar("T")
 
 log = logging.getLogger("bridge")
 
@@ -29,13 +35,148 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a configuration file and list its endpoints")
     check.add_argument("file", metavar="FILE")
 
+    default_config = os.environ.get("PARTNERO_BRIDGE_CONFIG", "config.yaml")
+    events = commands.add_parser("events", help="list events (`events show ID` for one, with every Partnero attempt)")
+    events.add_argument("show", nargs="*", metavar="show ID", help="show one event or call:N in full")
+    events.add_argument("--config", default=default_config, metavar="FILE")
+    events.add_argument("--status", choices=sorted(EVENT_STATUSES))
+    events.add_argument("--endpoint")
+    events.add_argument("--since", metavar="WHEN", help="2026-11-01, 2026-11-01T12:00, or 7d / 36h / 90m")
+    events.add_argument("--limit", type=int, default=50)
+    events.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    replay = commands.add_parser("replay", help="send dead events again, or parse failed calls again")
+    replay.add_argument("ids", nargs="*", metavar="ID", help="event ids (12) or unparsed calls (call:5)")
+    replay.add_argument("--config", default=default_config, metavar="FILE")
+    replay.add_argument("--status", choices=["dead", "failed"], help="replay every event with this status")
+    replay.add_argument("--endpoint")
+    replay.add_argument("--since", metavar="WHEN")
+
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "serve":
         return serve_command(args.config, args.host, args.port, args.log_level)
+    if args.command == "events":
+        return events_command(args)
+    if args.command == "replay":
+        if bool(args.ids) == bool(args.status):
+            parser.error("replay takes event ids or --status, not both and not neither")
+        return replay_command(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+EVENT_STATUSES = {"pending", "delivered", "skipped", "dead", "duplicate", "ignored", "failed"}
+_COLUMNS = ("id", "time", "endpoint", "kind", "event", "transaction_key", "customer_key", "status", "reason")
+
+
+def _with_store(path: str, work: Callable[[Store], Awaitable[T]]) -> T | None:
+    config = _load(path)
+    if config is None:
+        return None
+    from bridge.store import open_store
+
+    async def run() -> T:
+        store = open_store(config.store)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def events_command(args: argparse.Namespace) -> int:
+    from bridge import admin
+
+    try:
+        if args.show:
+            if len(args.show) != 2 or args.show[0] != "show":
+                print("usage: partnero-bridge events show ID", file=sys.stderr)
+                return 2
+            detail = _with_store(args.config, lambda store: admin.show(store, args.show[1]))
+            if detail is None:
+                return 2
+            print(json.dumps(detail, indent=2) if args.json else _format_detail(detail))
+            return 0
+        flt = EventFilter(
+            status=args.status,
+            endpoint=args.endpoint,
+            since=admin.parse_since(args.since) if args.since else None,
+            limit=args.limit,
+        )
+        rows = _with_store(args.config, lambda store: admin.list_rows(store, flt))
+    except admin.AdminError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if rows is None:
+        return 2
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table(rows))
+    return 0
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from bridge import admin
+
+    async def run(store: Store) -> tuple[int, int]:
+        if args.status:
+            flt = EventFilter(endpoint=args.endpoint, since=admin.parse_since(args.since) if args.since else None)
+            idents = await admin.replay_targets(store, args.status, flt)
+        else:
+            idents = list(args.ids)
+        replayed = 0
+        # the bar only draws on a terminal; scripts get one line per id instead
+        quiet = len(idents) > 20 and sys.stderr.isatty()
+        for ident in tqdm(idents, desc="replay", unit="event", disable=not quiet):
+            result = await admin.replay_one(store, ident)
+            replayed += result.replayed
+            if not quiet:
+                print(f"{result.ident}: {result.detail}")
+        return replayed, len(idents)
+
+    try:
+        counts = _with_store(args.config, run)
+    except admin.AdminError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if counts is None:
+        return 2
+    print(f"replayed {counts[0]} of {counts[1]}; a running bridge picks them up within its poll interval")
+    return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no events"
+    cells = [[_cell(row.get(c)) for c in _COLUMNS] for row in rows]
+    widths = [max(len(c.upper()), *(len(r[i]) for r in cells)) for i, c in enumerate(_COLUMNS)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _format_detail(detail: dict[str, Any]) -> str:
+    lines = [f"{k}: {v}" for k, v in detail.items() if k not in ("normalized", "operations")]
+    if "normalized" in detail:
+        lines.append("normalized: " + json.dumps(detail["normalized"], sort_keys=True))
+    for op in detail.get("operations", []):
+        lines.append(f"operation {op['id']}: {op['action']} {op['partnero_key']} — {op['status']} ({op['reason']})")
+        for attempt in op["attempts"]:
+            code = attempt["http_status"] if attempt["http_status"] is not None else "-"
+            lines.append(f"  {attempt['time']}  {attempt['outcome']:<9} {code:<4} {attempt['detail']}")
+    return "\n".join(lines)
 
 
 def _load(path: str) -> Config | None:

@@ -111,9 +111,15 @@ class EndpointSettings(BaseModel):
         return [s for s in values if s]
 
 
+class StoreSettings(_Model):
+    url: str = "sqlite:///./data/bridge.db"
+    # raw bodies (buyer PII) of finished calls are dropped after this many days; outcomes are kept
+    retention_days: float | None = Field(default=None, gt=0)
+
+
 class ConfigFile(_Model):
     partnero: PartneroSettings = Field(default_factory=PartneroSettings)
-    store: str = "sqlite:///./data/bridge.db"
+    store: str | StoreSettings = "sqlite:///./data/bridge.db"
     server: ServerSettings = Field(default_factory=ServerSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
@@ -141,6 +147,7 @@ class Config:
     delivery: DeliverySettings
     endpoints: Mapping[str, Endpoint]
     source: str = "<config>"
+    retention_days: float | None = None
 
 
 def interpolate(value: Any) -> Any:
@@ -181,11 +188,13 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         endpoint = _build_endpoint(name, settings, model.partnero, problems)
         if endpoint is not None:
             endpoints[name] = endpoint
-    if not model.store.startswith(("sqlite://", "postgresql://", "postgres://")):
-        problems.append("store: must start with sqlite:// or postgresql://")
+    store = model.store if isinstance(model.store, StoreSettings) else StoreSettings(url=model.store)
+    if not store.url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        where = "store.url" if isinstance(model.store, StoreSettings) else "store"
+        problems.append(f"{where}: must start with sqlite:// or postgresql://")
     if problems:
         raise ConfigError(problems)
-    return Config(model.partnero, model.store, model.server, model.delivery, endpoints, source)
+    return Config(model.partnero, store.url, model.server, model.delivery, endpoints, source, store.retention_days)
 
 
 def _build_endpoint(

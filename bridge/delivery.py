@@ -25,6 +25,7 @@ from providers.base import PayloadError, ProviderUnavailable, WebhookRequest
 log = logging.getLogger("bridge.delivery")
 
 CALL_BATCH = 100
+PURGE_INTERVAL_SECONDS = 3600.0
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
@@ -102,6 +103,7 @@ class Worker:
         self._clients: dict[str, PartneroClient] = {}
         self._limiters: dict[str, RateLimiter] = {}
         self._health: dict[str, ProgramHealth] = {}
+        self._next_purge = 0.0
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
             self._client_for(endpoint.partnero)
@@ -152,6 +154,7 @@ class Worker:
 
     async def step(self) -> bool:
         """One round: parse what arrived, start what is due. True when it found work."""
+        await self.purge_if_due()
         parsed = await self.process_received()
         started = await self.start_due()
         return parsed > 0 or started > 0
@@ -168,6 +171,18 @@ class Worker:
                 if due is None or due > self.clock() + (deadline - time.monotonic()):
                     return
                 await asyncio.sleep(min(max(0.0, due - self.clock()), 0.5) + 0.001)
+
+    async def purge_if_due(self) -> int:
+        days = self.config.retention_days
+        now = self.clock()
+        if days is None or now < self._next_purge:
+            return 0
+        self._next_purge = now + PURGE_INTERVAL_SECONDS
+        before = now - days * 86400
+        purged = await self.store.run(lambda tx: tx.purge_bodies(before))
+        if purged:
+            log.info("retention: dropped the raw bodies of %s finished calls older than %s days", purged, days)
+        return purged
 
     # --- parsing stored calls --------------------------------------------------------------------
 

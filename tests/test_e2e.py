@@ -6,6 +6,7 @@ fault cases (Partnero errors, SIGKILL, oversize, malformed bodies) run once on t
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -184,3 +185,31 @@ def test_sigkill_before_delivery_delivers_after_restart(
     partnero.wait_for(lambda s: len(s.live_transactions()) == 1, timeout=15)
     _settle()
     assert len(partnero.live_transactions()) == 1
+
+
+def test_secrets_and_payloads_never_reach_the_logs(partnero: PartneroServer, bridge_factory: BridgeFactory) -> None:
+    endpoints = {c.provider: c.endpoint_settings for c in CASES if not c.spec.get("server")}
+    for case in CASES:
+        if case.provider in endpoints:
+            partnero.add_customer(case.spec["sale"]["customer_key"])
+    bridge = bridge_factory(endpoints)
+    emails: set[str] = set()
+    for case in CASES:
+        if case.provider not in endpoints:
+            continue
+        body, headers, query = case.signed(case.spec["sale"]["file"])
+        emails |= set(re.findall(r"[\w.+-]+(?:@|%40)[\w-]+\.[\w.]+", body.decode(errors="replace")))
+        assert bridge.post(case.provider, body, headers, query).status_code == 200
+        # a forged call with a near-miss secret is refused; its secret must not be echoed either
+        forged = {k: v + "0" for k, v in headers.items() if k != "content-type"}
+        assert bridge.post(case.provider, body + b"x", forged, query + "0").status_code == 401
+    partnero.wait_for(lambda s: len(s.live_transactions()) == len(endpoints), timeout=20)
+    logs = bridge.logs()
+    secrets = {c.secret for c in CASES} | {partnero.api_key}
+    assert "operation" in logs  # the log is not empty: there was something to leak
+    for secret in secrets:
+        assert secret not in logs
+        assert secret.removeprefix("whsec_") not in logs
+    assert len(emails) >= 3
+    for email in emails:
+        assert email.replace("%40", "@") not in logs, email

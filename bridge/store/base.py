@@ -225,6 +225,29 @@ class Transaction(Protocol):
 
     def add_attempt(self, attempt: Attempt) -> None: ...
     def list_events(self, flt: EventFilter) -> list[EventView]: ...
+    def get_event(self, event_id: int) -> tuple[EventView, dict[str, Any]] | None:
+        """The event and its normalized data."""
+        ...
+
+    def operations_of_event(self, event_id: int) -> list[Operation]: ...
+    def failed_calls(self, flt: EventFilter) -> list[StoredCall]:
+        """Calls kept unparsed (`failed`), newest first, with the filter's endpoint and since."""
+        ...
+
+    def replay_operation(self, operation_id: int, now: float) -> bool:
+        """A dead operation back to pending with a fresh attempt budget; its maybe-sent mark is kept,
+        so the first new attempt still looks before it sends. False if it was not dead."""
+        ...
+
+    def replay_call(self, call_id: int) -> bool:
+        """A failed call back to `received`, to be parsed again. False if it was not failed."""
+        ...
+
+    def purge_bodies(self, before: float) -> int:
+        """Drop raw bodies and headers of processed calls received before `before` whose operations are
+        all finished; the outcome (events, operations, attempts) stays. Returns how many were purged."""
+        ...
+
     def attempts_of(self, operation_id: int) -> list[Attempt]: ...
 
 

@@ -571,6 +571,61 @@ class _SQLiteTransaction:
         ).fetchall()
         return [EventView(*r) for r in rows]
 
+    def get_event(self, event_id: int) -> tuple[EventView, dict[str, Any]] | None:
+        row = self.conn.execute(f"SELECT * FROM ({_EVENT_VIEW}) WHERE id = ?", (event_id,)).fetchone()
+        if row is None:
+            return None
+        data = self.conn.execute("SELECT data FROM events WHERE id = ?", (event_id,)).fetchone()[0]
+        return EventView(*row), json.loads(data)
+
+    def operations_of_event(self, event_id: int) -> list[Operation]:
+        rows = self.conn.execute(
+            f"SELECT {_OP_COLUMNS} FROM operations WHERE event_id = ? ORDER BY id", (event_id,)
+        ).fetchall()
+        return [_operation(r) for r in rows]
+
+    def failed_calls(self, flt: EventFilter) -> list[StoredCall]:
+        where: list[str] = ["status = 'failed'"]
+        params: list[object] = []
+        if flt.endpoint:
+            where.append("endpoint = ?")
+            params.append(flt.endpoint)
+        if flt.since is not None:
+            where.append("received_at >= ?")
+            params.append(flt.since)
+        rows = self.conn.execute(
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            (*params, flt.limit),
+        ).fetchall()
+        return [_call(r) for r in rows]
+
+    def replay_operation(self, operation_id: int, now: float) -> bool:
+        cur = self.conn.execute(
+            "UPDATE operations SET status = 'pending', attempts = 0, next_attempt_at = ?, reason = 'replayed',"
+            " lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'dead'",
+            (now, now, operation_id),
+        )
+        return cur.rowcount == 1
+
+    def replay_call(self, call_id: int) -> bool:
+        cur = self.conn.execute(
+            "UPDATE calls SET status = 'received', error = NULL, not_before = NULL, read_attempts = 0"
+            " WHERE id = ? AND status = 'failed' AND body IS NOT NULL",
+            (call_id,),
+        )
+        return cur.rowcount == 1
+
+    def purge_bodies(self, before: float) -> int:
+        cur = self.conn.execute(
+            """UPDATE calls SET body = NULL, headers = '{}', query_string = ''
+               WHERE received_at < ? AND status = 'processed' AND body IS NOT NULL
+                 AND NOT EXISTS (
+                   SELECT 1 FROM events e JOIN operations o ON o.event_id = e.id
+                   WHERE e.call_id = calls.id AND o.status IN ('pending', 'dead'))""",
+            (before,),
+        )
+        return cur.rowcount
+
 
 # An event that became operations shows theirs: dead wins, then pending, then delivered, else skipped.
 _EVENT_VIEW = """
