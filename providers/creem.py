@@ -195,6 +195,7 @@ def _refund_created(event_type: str, obj: Mapping[str, Any], occurred_at: dateti
         full_refund=full_refund,
         refunded_total=refunded_total,
         sale_amount=sale_amount,
+        refund_id=_text(obj.get("id")),
         reason=_text(obj.get("reason")),
     )
 

@@ -157,6 +157,7 @@ def _refund(event_type: str, data: Mapping[str, Any], occurred_at: datetime | No
         customer=_customer(data),
         occurred_at=occurred_at,
         full_refund=(not is_partial) if isinstance(is_partial, bool) else None,
+        refund_id=_text(data.get("refund_id")),
     )
 
 

@@ -199,6 +199,8 @@ class PolarAdapter(ProviderAdapter):
             occurred_at=occurred_at,
             # Polar refunds to head off a chargeback: the money is back with the buyer either way
             dispute_state=DisputeState.LOST if disputed else None,
+            # refund.created and refund.updated can both report one succeeded refund
+            refund_id=_optional_text(data.get("id")),
         )
 
 

@@ -504,3 +504,9 @@ def test_delivery_id_reads_the_svix_twin() -> None:
 
 def test_delivery_id_falls_back_to_the_body_hash_even_for_junk() -> None:
     assert adapter().delivery_id(request(b"\xff junk")) == body_hash(b"\xff junk")
+
+
+def test_refunds_carry_their_refund_id_so_a_repeat_is_applied_once() -> None:
+    # fixture: tests/fixtures/dodopayments/refund_succeeded.json (see SOURCES.md)
+    [event] = adapter().parse(request(fixture("refund_succeeded.json")))
+    assert event.refund_id == "ref_test"

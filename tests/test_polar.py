@@ -531,3 +531,19 @@ def _order_paid_with(**changes: object) -> bytes:
 def test_junk_bodies_raise_payload_error(body: bytes) -> None:
     with pytest.raises(PayloadError):
         adapter().parse(request(body))
+
+
+def test_refund_events_carry_the_refund_id() -> None:
+    # refund.created and refund.updated may both report one succeeded refund: the core applies it once by id
+    # fixture: tests/fixtures/polar/refund_updated.json (see SOURCES.md)
+    from pathlib import Path
+
+    from providers.base import AdapterOptions, WebhookRequest
+    from providers.polar import PolarAdapter, PolarOptions
+
+    body = (Path(__file__).parent / "fixtures" / "polar" / "refund_updated.json").read_bytes()
+    options: AdapterOptions = PolarOptions()
+    [event] = PolarAdapter(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], options).parse(
+        WebhookRequest("POST", "/webhooks/polar", {}, body)
+    )
+    assert event.refund_id is not None and event.refund_id == json.loads(body)["data"]["id"]
