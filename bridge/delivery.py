@@ -269,7 +269,8 @@ class Worker:
                 await limiter.acquire()
                 exists = await client.transaction_exists(op.target_key)
                 if isinstance(exists, Outcome):
-                    await self._finish(op, exists)
+                    # the look-up itself failed: the earlier attempt is still unaccounted for
+                    await self._finish(op, exists, still_maybe_sent=True)
                     return
                 if exists:
                     await self._finish(op, Outcome(Result.DELIVERED, "found at Partnero after an uncertain attempt"))

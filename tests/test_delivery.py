@@ -480,3 +480,15 @@ def test_rate_limit_pauses_the_program_for_retry_after(make: Any, partnero: Part
     assert all(r.time - first.time >= 0.95 for r in rest), [
         (r.status, r.time - first.time, r.transaction_key) for r in rest
     ]
+
+
+def test_a_failed_look_up_keeps_the_attempt_uncertain(make: Any, partnero: PartneroServer) -> None:
+    """Found by the fault-injection run: a 429 on the look-up must not clear the maybe-sent mark."""
+    h = make()
+    partnero.break_next(1, commit=True, method="POST")
+    partnero.rate_limit_next(1, retry_after=0, method="GET")
+    partnero.break_next(1, commit=False, method="GET")
+    h.receive({"key": "t:lookup"})
+    h.drain()
+    assert h.methods() == ["POST", "GET", "GET", "GET"]
+    assert len(partnero.transactions) == 1
