@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint clean
+.PHONY: run test test-slow lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest
+
+# soak and load tests: the 1,000-event fault-injection run with 5 SIGKILLs, larger fuzzing
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -m slow
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
