@@ -45,6 +45,20 @@ class SignedRequest:
     query_string: str = ""
 
 
+@dataclass(frozen=True)
+class CheckoutLink:
+    """How links to this provider's checkout carry custom data, for the bridge's `/partnero-checkout.js`.
+
+    A link whose host ends with one of `hosts` and whose path starts with one of `path_prefixes` gets
+    the query parameter `param.format(name=...)` (e.g. `checkout[custom][{name}]`) set to the partner key,
+    unless the link already has it.
+    """
+
+    hosts: tuple[str, ...]
+    param: str
+    path_prefixes: tuple[str, ...] = ("/",)
+
+
 class SignatureError(Exception):
     """The request is not authentic. The message is one short line, safe to return as a 401 body."""
 
@@ -96,6 +110,9 @@ class ProviderAdapter:
     requires_secret: ClassVar[bool] = True
     # True when the provider reports a dispute's outcome (lost/won), so a reversal can wait for it
     reports_dispute_outcome: ClassVar[bool] = False
+    # checkout links the browser script may decorate with the partner key (none: the provider has no
+    # link-level custom data, so the merchant passes it through its own backend)
+    checkout_links: ClassVar[tuple[CheckoutLink, ...]] = ()
 
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
         self.secrets = tuple(secrets)
