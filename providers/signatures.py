@@ -126,10 +126,11 @@ def verify_standard_webhook(
         raise SignatureError.missing("webhook-signature")
     if "." in msg_id:
         raise SignatureError.malformed("webhook-id")
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise SignatureError.malformed("webhook-timestamp") from None
+    # Unix seconds have 10 digits for centuries; refusing longer strings keeps int() and the
+    # subtraction below away from absurd values sent to crash the check
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise SignatureError.malformed("webhook-timestamp")
+    sent_at = int(timestamp)
     if abs(now - sent_at) > tolerance_seconds:
         raise SignatureError.timestamp()
     signed = f"{msg_id}.{sent_at}.".encode() + body

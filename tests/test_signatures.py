@@ -92,8 +92,9 @@ def test_standard_webhooks_multiple_entries_and_failures() -> None:
         verify_standard_webhook([key], headers, SW_BODY, now=SW_TS - 301)
     with pytest.raises(SignatureError, match="missing webhook-id"):
         verify_standard_webhook([key], {k: v for k, v in headers.items() if k != "webhook-id"}, SW_BODY, SW_TS)
-    with pytest.raises(SignatureError, match="malformed"):
-        verify_standard_webhook([key], {**headers, "webhook-timestamp": "soon"}, SW_BODY, now=SW_TS)
+    for junk in ("soon", "9" * 400, "-1614265330", "".join(chr(0xFF10 + int(d)) for d in "1614265330"), " 1614265330"):
+        with pytest.raises(SignatureError, match="malformed"):
+            verify_standard_webhook([key], {**headers, "webhook-timestamp": junk}, SW_BODY, now=SW_TS)
 
 
 def test_empty_or_broken_secrets_refused() -> None:
