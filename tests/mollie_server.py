@@ -1,0 +1,238 @@
+"""A Mollie-API-shaped HTTP server on loopback for tests: payments and customers, state changes, faults.
+
+It serves what the Mollie adapter reads — `GET /v2/payments/{id}` and `GET /v2/customers/{id}` — from
+the payment objects in tests/fixtures/mollie, behind bearer auth, with Mollie's error shape
+(`{"status", "title", "detail", "_links"}`). Tests change a payment between webhooks, as Mollie does
+before it pings: `set_payment(...)`, or `before_webhook(<fixture>)` which the shared end-to-end suite
+can call before it sends a fixture (see WEBHOOK_STATES). Faults: `fail_next` (any status, e.g. 503 or
+429) and `hang_next` (answers late, so the client times out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mollie"
+API_KEY = "live_bridgeTestKeyNotARealMollieKey"
+DOCS = {"documentation": {"href": "https://docs.mollie.com/guides/handling-errors", "type": "text/html"}}
+
+# The payment state each webhook fixture announces: Mollie changes the payment, then pings.
+WEBHOOK_STATES = {
+    "ping_sale.txt": "payment_paid.json",
+    "ping_refund.txt": "payment_refunded.json",
+    "ping_test_mode.txt": "payment_recurring_test.json",
+    "event_payment_paid.json": "payment_paid.json",
+    "event_refund_refunded.json": "payment_partially_refunded.json",
+}
+INITIAL_PAYMENTS = ("payment_paid.json", "payment_recurring_test.json")
+INITIAL_CUSTOMERS = ("customer.json",)
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    method: str
+    path: str
+    query: str
+    authorized: bool
+    status: int
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    status: int
+    seconds: float
+    path: str | None
+
+
+def fixture(name: str) -> dict[str, Any]:
+    data = json.loads((FIXTURES / name).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+class MollieServer:
+    """Mollie's /v2 API served by uvicorn in a background thread; `with MollieServer() as server: ...`."""
+
+    def __init__(self, api_key: str = API_KEY) -> None:
+        self.api_key = api_key
+        self._lock = threading.Lock()
+        self._payments: dict[str, dict[str, Any]] = {}
+        self._customers: dict[str, dict[str, Any]] = {}
+        self._requests: list[ApiRequest] = []
+        self._faults: list[_Fault] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._port = 0
+        self.reset()
+        routes = [
+            Route("/v2/payments/{id}", self._get_payment, methods=["GET"]),
+            Route("/v2/customers/{id}", self._get_customer, methods=["GET"]),
+        ]
+        config = uvicorn.Config(
+            Starlette(routes=routes),
+            host="127.0.0.1",
+            port=0,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=2,
+        )
+        self._uvicorn = uvicorn.Server(config)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL ending in /v2, what the adapter's `api_base_url` takes."""
+        return f"http://127.0.0.1:{self._port}/v2"
+
+    def start(self, timeout: float = 10.0) -> Self:
+        if self._thread is not None or self._uvicorn.started:
+            raise RuntimeError("a MollieServer starts once; create a new one")
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the Mollie test server did not start")
+            time.sleep(0.005)
+        self._port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._uvicorn.should_exit = True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._uvicorn.force_exit = True
+            self._thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        await self._uvicorn.serve()
+
+    # -- state and controls (test thread) ---------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to the initial payments and customers, no faults, no recorded requests."""
+        with self._lock:
+            self._payments.clear()
+            self._customers.clear()
+            self._requests.clear()
+            self._faults.clear()
+        for name in INITIAL_PAYMENTS:
+            self.set_payment(fixture(name))
+        for name in INITIAL_CUSTOMERS:
+            self.set_customer(fixture(name))
+
+    def set_payment(self, payment: Mapping[str, Any]) -> None:
+        """Serve `payment` (a Mollie payment object) from now on, replacing any with the same id."""
+        with self._lock:
+            self._payments[str(payment["id"])] = json.loads(json.dumps(payment))
+
+    def set_customer(self, customer: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._customers[str(customer["id"])] = json.loads(json.dumps(customer))
+
+    def remove_payment(self, payment_id: str) -> None:
+        with self._lock:
+            self._payments.pop(payment_id, None)
+
+    def before_webhook(self, fixture_name: str) -> None:
+        """Move the payment to the state the webhook fixture announces (nothing for other fixtures)."""
+        state = WEBHOOK_STATES.get(fixture_name)
+        if state is not None:
+            self.set_payment(fixture(state))
+
+    def fail_next(self, n: int = 1, status: int = 503, *, path: str | None = None) -> None:
+        """Answer the next n calls (whose path starts with `path`, if given) with `status`."""
+        with self._lock:
+            self._faults.append(_Fault(n, status, 0.0, path))
+
+    def hang_next(self, n: int, seconds: float, *, path: str | None = None) -> None:
+        """Wait `seconds` before answering the next n calls, so a client with a shorter timeout gives up."""
+        with self._lock:
+            self._faults.append(_Fault(n, 200, seconds, path))
+
+    @property
+    def requests(self) -> list[ApiRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    # -- HTTP (server thread) ---------------------------------------------------------------------------
+
+    async def _get_payment(self, request: Request) -> Response:
+        payment_id = request.path_params["id"]
+        return await self._answer(request, self._payments, payment_id, f"No payment exists with token {payment_id}.")
+
+    async def _get_customer(self, request: Request) -> Response:
+        customer_id = request.path_params["id"]
+        detail = f"No customer exists with token {customer_id}."
+        return await self._answer(request, self._customers, customer_id, detail)
+
+    async def _answer(
+        self, request: Request, table: Mapping[str, dict[str, Any]], key: str, not_found: str
+    ) -> Response:
+        authorized = request.headers.get("authorization") == f"Bearer {self.api_key}"
+        with self._lock:
+            fault = self._take_fault(request.url.path)
+            found = table.get(key)
+        if fault is not None and fault.seconds > 0:
+            await self._sleep(fault.seconds)
+        if not authorized:
+            status, body = 401, _error(401, "Unauthorized Request", "Missing authentication, or failed to authenticate")
+        elif fault is not None and fault.seconds == 0:
+            status, body = fault.status, _error(fault.status, "Service Unavailable", "Injected fault")
+        elif found is None:
+            status, body = 404, _error(404, "Not Found", not_found)
+        else:
+            status, body = 200, found
+        with self._lock:
+            self._requests.append(ApiRequest(request.method, request.url.path, request.url.query, authorized, status))
+        return Response(json.dumps(body), status, media_type="application/hal+json")
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.remaining > 0 and (fault.path is None or path.startswith(fault.path)):
+                fault.remaining -= 1
+                return fault
+        return None
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _error(status: int, title: str, detail: str) -> dict[str, Any]:
+    """Mollie's error body (mollie-api-python tests/responses/customer_doesnotexist.json)."""
+    return {"status": status, "title": title, "detail": detail, "_links": DOCS}
