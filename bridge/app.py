@@ -7,10 +7,12 @@ happen later, in the worker, on the stored call.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from urllib.parse import parse_qsl, urlencode
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -18,6 +20,7 @@ from starlette.routing import Route
 
 from bridge.config import Config, Endpoint
 from bridge.delivery import Worker
+from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
 from bridge.store.base import Store
 from providers.base import AcknowledgeOnly, SignatureError, WebhookRequest, body_hash
 
@@ -109,6 +112,49 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
             return None
         return not is_new
 
+    async def signup(request: Request) -> Response:
+        """The sign-up relay: bearer token → body within the limit → validated → stored → 202."""
+        started = time.perf_counter()
+        settings = config.signups
+        if not settings.enabled:
+            return _answer(404, "the sign-up relay is not enabled (signups.token)", "signups", started)
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
+        if not hmac.compare_digest(given, settings.token.encode()):
+            return _answer(401, "missing or wrong bearer token", "signups", started)
+        try:
+            body = await read_body(request, config.server.max_body_bytes)
+        except BodyTooLarge:
+            return _answer(413, f"body over {config.server.max_body_bytes} bytes", "signups", started)
+        try:
+            SignupRequest.model_validate_json(body)
+        except ValidationError as exc:
+            where, message = first_error(exc)
+            log.info("signups -> 422 %s", where)
+            return JSONResponse({"error": message, "field": where}, status_code=422)
+        received_at = time.time()
+        try:
+            await store.run(
+                lambda tx: tx.insert_call(
+                    SIGNUP_ENDPOINT, body_hash(body), received_at, "POST", "/signups", "", {}, body
+                )
+            )
+        except Exception:
+            log.exception("storing a sign-up failed")
+            return _answer(503, "storage unavailable, retry later", "signups", started)
+        if worker is not None:
+            worker.wake()
+        log.info("signups -> 202 (%.1f ms)", (time.perf_counter() - started) * 1000)
+        return JSONResponse({"status": "accepted"}, status_code=202)
+
+    async def checkout_script(request: Request) -> Response:
+        from bridge.checkout import render_script
+
+        return Response(
+            render_script(),
+            media_type="application/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -120,6 +166,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
     return Starlette(
         routes=[
             Route("/webhooks/{endpoint}", ingest, methods=["POST"]),
+            Route("/signups", signup, methods=["POST"]),
+            Route("/partnero-checkout.js", checkout_script, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],

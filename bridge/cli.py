@@ -52,6 +52,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay.add_argument("--endpoint")
     replay.add_argument("--since", metavar="WHEN")
 
+    signup = commands.add_parser(
+        "signup", help="queue a sign-up (create the Partnero customer) — for manual use and backfills"
+    )
+    signup.add_argument("--config", default=default_config, metavar="FILE")
+    signup.add_argument("--key", required=True, help="your key for the customer (the one sales will carry)")
+    partner = signup.add_mutually_exclusive_group()
+    partner.add_argument("--partner-key", help="the referring partner's key (the partnero_partner cookie)")
+    partner.add_argument("--partner-email")
+    partner.add_argument("--partner-id")
+    signup.add_argument("--email")
+    signup.add_argument("--name")
+    signup.add_argument("--surname")
+    signup.add_argument("--tag", action="append", default=[], dest="tags")
+    signup.add_argument("--referral-url")
+
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
@@ -59,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_command(args.config, args.host, args.port, args.log_level)
     if args.command == "events":
         return events_command(args)
+    if args.command == "signup":
+        return signup_command(args)
     if args.command == "replay":
         if bool(args.ids) == bool(args.status):
             parser.error("replay takes event ids or --status, not both and not neither")
@@ -149,6 +166,43 @@ def replay_command(args: argparse.Namespace) -> int:
     if counts is None:
         return 2
     print(f"replayed {counts[0]} of {counts[1]}; a running bridge picks them up within its poll interval")
+    return 0
+
+
+def signup_command(args: argparse.Namespace) -> int:
+    """Store a sign-up exactly as `POST /signups` would; a running bridge (or the next start) sends it."""
+    import time
+
+    from pydantic import ValidationError
+
+    from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
+    from providers.base import body_hash
+
+    fields: dict[str, Any] = {"key": args.key, "email": args.email, "name": args.name, "surname": args.surname}
+    if args.tags:
+        fields["tags"] = args.tags
+    if args.partner_key or args.partner_email or args.partner_id:
+        fields["partner"] = {"key": args.partner_key, "email": args.partner_email, "id": args.partner_id}
+    if args.referral_url:
+        fields["options"] = {"referral_url": args.referral_url}
+    try:
+        signup = SignupRequest.model_validate(fields)
+    except ValidationError as exc:
+        where, message = first_error(exc)
+        print(f"error: {where}: {message}", file=sys.stderr)
+        return 2
+    body = json.dumps(signup.partnero_body(), separators=(",", ":")).encode()
+
+    async def store_it(store: Store) -> bool:
+        _, new = await store.run(
+            lambda tx: tx.insert_call(SIGNUP_ENDPOINT, body_hash(body), time.time(), "CLI", "/signups", "", {}, body)
+        )
+        return new
+
+    new = _with_store(args.config, store_it)
+    if new is None:
+        return 2
+    print(f"sign-up for {signup.key} {'queued' if new else 'was already queued'}")
     return 0
 
 

@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,12 +82,15 @@ class EndpointSettings(BaseModel):
     secret: str | None = None
     secrets: list[str] | None = None
     customer_key: list[str] = Field(default_factory=lambda: ["email"])
+    # where a payment carries the referring partner's key (checkout custom data from the checkout script):
+    # a sale for a customer the bridge has not created yet then creates it in the same call
+    partner_key: list[str] = Field(default_factory=list)
     test_mode: Literal["skip", "deliver"] = "skip"
     partnero: PartneroOverride | None = None
     partial_refunds: Literal["adjust", "ignore", "full"] = "adjust"
     disputes: Literal["reverse_on_open", "reverse_on_lost", "ignore"] = "reverse_on_lost"
 
-    @field_validator("customer_key", mode="before")
+    @field_validator("customer_key", "partner_key", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -97,6 +100,12 @@ class EndpointSettings(BaseModel):
     def _known_sources(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one source")
+        validate_sources(value)
+        return value
+
+    @field_validator("partner_key")
+    @classmethod
+    def _known_partner_sources(cls, value: list[str]) -> list[str]:
         validate_sources(value)
         return value
 
@@ -111,6 +120,19 @@ class EndpointSettings(BaseModel):
         return [s for s in values if s]
 
 
+class SignupSettings(_Model):
+    """The sign-up relay: `POST /signups` with this bridge's own bearer token."""
+
+    token: str = ""
+    # a sale for a customer whose sign-up is still pending in the bridge waits this long for it
+    wait_seconds: float = Field(default=600.0, ge=0)
+    partnero: PartneroOverride | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token)
+
+
 class StoreSettings(_Model):
     url: str = "sqlite:///./data/bridge.db"
     # raw bodies (buyer PII) of finished calls are dropped after this many days; outcomes are kept
@@ -122,6 +144,7 @@ class ConfigFile(_Model):
     store: str | StoreSettings = "sqlite:///./data/bridge.db"
     server: ServerSettings = Field(default_factory=ServerSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    signups: SignupSettings = Field(default_factory=SignupSettings)
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
 
 
@@ -148,6 +171,14 @@ class Config:
     endpoints: Mapping[str, Endpoint]
     source: str = "<config>"
     retention_days: float | None = None
+    signups: SignupSettings = field(default_factory=SignupSettings)
+
+    @property
+    def signup_partnero(self) -> PartneroSettings:
+        """The Partnero program sign-ups go to: the default one, unless `signups.partnero` says otherwise."""
+        if self.signups.partnero is None:
+            return self.partnero
+        return self.partnero.model_copy(update=self.signups.partnero.model_dump(exclude_none=True))
 
 
 def interpolate(value: Any) -> Any:
@@ -194,7 +225,16 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         problems.append(f"{where}: must start with sqlite:// or postgresql://")
     if problems:
         raise ConfigError(problems)
-    return Config(model.partnero, store.url, model.server, model.delivery, endpoints, source, store.retention_days)
+    return Config(
+        model.partnero,
+        store.url,
+        model.server,
+        model.delivery,
+        endpoints,
+        source,
+        store.retention_days,
+        model.signups,
+    )
 
 
 def _build_endpoint(

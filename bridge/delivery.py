@@ -16,9 +16,12 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 
+from pydantic import ValidationError
+
 from bridge.config import Config, PartneroSettings
-from bridge.outbox import CREATE, record_events
+from bridge.outbox import CREATE, record_events, settle
 from bridge.partnero import Outcome, PartneroClient, Result
+from bridge.signups import CUSTOMER, SIGNUP_ENDPOINT, first_error, record_signup
 from bridge.store.base import Attempt, CallStatus, Operation, OpStatus, Store, StoredCall, Transaction
 from providers.base import PayloadError, ProviderUnavailable, WebhookRequest
 
@@ -107,6 +110,8 @@ class Worker:
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
             self._client_for(endpoint.partnero)
+        if config.signups.enabled:
+            self._client_for(config.signup_partnero)
 
     def _client_for(self, settings: PartneroSettings) -> PartneroClient | None:
         if settings.effective_dry_run:
@@ -196,6 +201,9 @@ class Worker:
     async def process_call(self, call: StoredCall) -> None:
         endpoint = self.config.endpoints.get(call.endpoint)
         now = self.clock()
+        if call.endpoint == SIGNUP_ENDPOINT:
+            await self._process_signup(call, now)
+            return
         if endpoint is None:
             await self.store.run(
                 lambda tx: tx.finish_call(call.id, CallStatus.FAILED, "endpoint no longer configured", now)
@@ -223,6 +231,18 @@ class Worker:
         log.warning("call %s on %s kept unparsed: %s", call.id, call.endpoint, error)
         await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, error, now))
 
+    async def _process_signup(self, call: StoredCall, now: float) -> None:
+        def record(tx: Transaction) -> None:
+            record_signup(tx, call, self.config, now)
+            tx.finish_call(call.id, CallStatus.PROCESSED, None, now)
+
+        try:
+            await self.store.run(record)
+        except ValidationError as exc:
+            where, message = first_error(exc)
+            error = f"cannot parse: {where}: {message}"
+            await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, error, now))
+
     async def _defer(self, call: StoredCall, error: str) -> None:
         settings = self.config.delivery
         now = self.clock()
@@ -243,7 +263,8 @@ class Worker:
         now = self.clock()
         lease_until = now + self.config.delivery.timeout_seconds * 3 + 30
         paused = [scope for scope, health in self._health.items() if health.paused(now)]
-        ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free, paused))
+        wait = self.config.signups.wait_seconds
+        ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free, paused, wait))
         for op in ops:
             task = asyncio.create_task(self._deliver(op))
             self._inflight.add(task)
@@ -264,7 +285,20 @@ class Worker:
             return
         limiter = self._limiters[op.scope]
         looked_up_absent = False
-        if op.action == CREATE:
+        if op.action == CUSTOMER:
+            if op.maybe_sent:
+                await limiter.acquire()
+                exists = await client.customer_exists(op.target_key)
+                if isinstance(exists, Outcome):
+                    await self._finish(op, exists, still_maybe_sent=True)
+                    return
+                if exists:
+                    await self._finish(op, Outcome(Result.DELIVERED, "customer found after an uncertain attempt"))
+                    return
+                looked_up_absent = True
+            await limiter.acquire()
+            outcome = await client.create_customer(op.request)
+        elif op.action == CREATE:
             if op.maybe_sent:
                 await limiter.acquire()
                 exists = await client.transaction_exists(op.target_key)
@@ -318,9 +352,13 @@ class Worker:
             fields["maybe_sent"] = 0
         attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail)
 
+        final = fields.get("status")
+
         def write(tx: Transaction) -> None:
             tx.update_operation(op.id, now, **fields)
             tx.add_attempt(attempt)
+            if isinstance(final, OpStatus):
+                settle(tx, op, final, str(fields["reason"]), now)
 
         await self.store.run(write)
         log.info(

@@ -1,12 +1,17 @@
-"""Customer-key resolution: the endpoint's configured sources, tried in order, first non-empty wins."""
+"""Customer-key resolution: the endpoint's configured sources, tried in order, first non-empty wins.
+
+The same source syntax names where a payment carries the referring partner's key (`partner_key`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bridge.events import NormalizedEvent
 
-_PLAIN_SOURCES = {"external_id", "email", "customer_id"}
+_PLAIN_SOURCES = {"external_id", "email", "customer_id", "signup:email"}
+
+EmailLookup = Callable[[str], str | None]
 
 
 def validate_sources(sources: Sequence[str]) -> None:
@@ -20,7 +25,11 @@ def validate_sources(sources: Sequence[str]) -> None:
         raise ValueError(f"unknown source {source!r} (use {allowed})")
 
 
-def resolve_customer_key(event: NormalizedEvent, sources: Sequence[str]) -> str | None:
+def resolve_customer_key(
+    event: NormalizedEvent, sources: Sequence[str], signup_by_email: EmailLookup | None = None
+) -> str | None:
+    """The first non-empty source. `signup:email` asks the sign-up relay's records which key the
+    merchant used for the buyer's email, for providers that carry nothing but the email."""
     customer = event.customer
     for source in sources:
         value: str | None
@@ -32,6 +41,8 @@ def resolve_customer_key(event: NormalizedEvent, sources: Sequence[str]) -> str 
             value = customer.external_id
         elif source == "customer_id":
             value = customer.customer_id
+        elif source == "signup:email":
+            value = signup_by_email(customer.email) if signup_by_email and customer.email else None
         else:
             value = None
         if value is not None and str(value).strip():

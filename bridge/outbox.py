@@ -18,9 +18,12 @@ from bridge.config import Endpoint
 from bridge.events import DisputeState, EventKind, NormalizedEvent
 from bridge.mapping import resolve_customer_key
 from bridge.store.base import (
+    Customer,
+    CustomerState,
     EventStatus,
     NewEvent,
     NewOperation,
+    Operation,
     OpStatus,
     Payment,
     PaymentState,
@@ -111,12 +114,15 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
     assert event.transaction_key is not None
     if event.amount is None or not event.currency:
         return _Plan(EventStatus.SKIPPED, "sale without amount or currency")
-    customer_key = resolve_customer_key(event, endpoint.settings.customer_key)
+    scope = endpoint.partnero.scope
+    customer_key = resolve_customer_key(
+        event, endpoint.settings.customer_key, lambda email: tx.customer_key_by_email(scope, email)
+    )
     if customer_key is None:
         tried = ", ".join(endpoint.settings.customer_key)
         return _Plan(EventStatus.SKIPPED, f"no customer key (tried {tried})")
     if payment is not None and payment.sale_request is not None:
-        first = tx.get_operation(endpoint.partnero.scope, f"{CREATE}:{event.transaction_key}")
+        first = tx.get_operation(scope, f"{CREATE}:{event.transaction_key}")
         return _Plan(EventStatus.DUPLICATE, "same payment already recorded", customer_key, first.id if first else None)
     request: dict[str, Any] = {
         "customer": {"key": customer_key},
@@ -129,9 +135,16 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         request["product_id"] = event.product_id
     if event.product_type:
         request["product_type"] = event.product_type
+    sent_request = _with_customer_creation(tx, endpoint, event, customer_key, request, now)
     plan = _Plan(EventStatus.QUEUED, customer_key=customer_key)
     op = NewOperation(
-        endpoint.partnero.scope, CREATE, event.transaction_key, event.transaction_key, endpoint.name, request
+        scope,
+        CREATE,
+        event.transaction_key,
+        event.transaction_key,
+        endpoint.name,
+        sent_request,
+        customer_key=customer_key,
     )
     if payment is not None and payment.state is not PaymentState.ACTIVE:
         # the reversal arrived first: keep the sale on record, never send it
@@ -143,7 +156,7 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         if net <= 0:
             op = replace(op, status=OpStatus.SKIPPED, reason="fully refunded before it was delivered")
         elif endpoint.settings.partial_refunds == "adjust" and payment.refunded > 0:
-            op = replace(op, request={**request, "amount": str(net)})
+            op = replace(op, request={**sent_request, "amount": str(net)})
         tx.put_payment(replace(payment, sale_request=request, current_key=event.transaction_key), now)
     else:
         tx.put_payment(
@@ -161,6 +174,52 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         )
     plan.ops.append(op)
     return plan
+
+
+def _with_customer_creation(
+    tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, customer_key: str, request: dict[str, Any], now: float
+) -> dict[str, Any]:
+    """The first sale of a referred customer the bridge has not created yet creates it in the same call.
+
+    Merchants without a backend pass the partner key through checkout; the customer record makes later
+    sales (renewals carry no custom data) wait for this one and then go without the creation options.
+    """
+    if not endpoint.settings.partner_key:
+        return request
+    scope = endpoint.partnero.scope
+    partner_key = resolve_customer_key(event, endpoint.settings.partner_key)
+    if partner_key is None or tx.get_customer(scope, customer_key) is not None:
+        return request
+    customer: dict[str, Any] = {"key": customer_key, "partner": {"key": partner_key}}
+    if event.customer.email:
+        customer["email"] = event.customer.email
+    if event.customer.name:
+        customer["name"] = event.customer.name
+    assert event.transaction_key is not None
+    creator = f"{CREATE}:{event.transaction_key}"
+    tx.put_customer(
+        Customer(scope, customer_key, CustomerState.PENDING, creator, event.customer.email, partner_key), now
+    )
+    return {**request, "customer": customer, "options": {"create_customer": True}}
+
+
+def settle(tx: Transaction, op: Operation, status: OpStatus, reason: str | None, now: float) -> None:
+    """After an operation finished: what it means for the customer it was creating, if any."""
+    creates_customer = op.action == "customer" or bool(op.request.get("options", {}).get("create_customer"))
+    if not creates_customer or op.customer_key is None:
+        return
+    customer = tx.get_customer(op.scope, op.customer_key)
+    if customer is None or customer.creator_op_key != op.op_key:
+        return
+    if status is OpStatus.DELIVERED:
+        state = CustomerState.CREATED
+    elif status is OpStatus.SKIPPED and reason and reason.startswith("not referred"):
+        state = CustomerState.NOT_REFERRED
+    elif status is OpStatus.PENDING:
+        return
+    else:
+        state = CustomerState.FAILED
+    tx.put_customer(replace(customer, state=state), now)
 
 
 def _refund(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment, now: float) -> _Plan:

@@ -65,6 +65,35 @@ class PartneroClient:
             return Outcome(Result.SKIPPED, f"not referred: {message}", response.status_code)
         return _classify_failure(response, message)
 
+    async def create_customer(self, body: dict[str, Any]) -> Outcome:
+        response_or_outcome = await self._send("POST", "/customers", body)
+        if isinstance(response_or_outcome, Outcome):
+            return response_or_outcome
+        response = response_or_outcome
+        if response.is_success:
+            return Outcome(Result.DELIVERED, "customer created", response.status_code)
+        message = _message(response)
+        lowered = message.lower()
+        if response.status_code == 409 or (
+            response.status_code == 422 and ("duplicate" in lowered or "exist" in lowered)
+        ):
+            return Outcome(Result.DELIVERED, f"customer already exists: {message}", response.status_code)
+        if response.status_code == 400:
+            # Partnero's answer for an invalid or absent partner: the sign-up is simply not a referral
+            return Outcome(Result.SKIPPED, f"not referred: {message}", response.status_code)
+        return _classify_failure(response, message)
+
+    async def customer_exists(self, key: str) -> bool | Outcome:
+        try:
+            response = await self._client.get(f"/customers/{quote(key, safe='')}")
+        except httpx.TransportError as exc:
+            return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
+        if response.status_code == 404:
+            return False
+        if not response.is_success:
+            return _classify_failure(response, _message(response))
+        return True
+
     async def delete_transaction(self, key: str, maybe_sent_before: bool) -> Outcome:
         response_or_outcome = await self._send("DELETE", f"/transactions/{quote(key, safe='')}", None)
         if isinstance(response_or_outcome, Outcome):

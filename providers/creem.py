@@ -18,6 +18,7 @@ from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEven
 from bridge.money import from_minor_units, normalize_currency
 from providers.base import (
     AdapterOptions,
+    CheckoutLink,
     PayloadError,
     ProviderAdapter,
     SignedRequest,
@@ -51,6 +52,11 @@ class CreemAdapter(ProviderAdapter):
     Options: ClassVar[type[AdapterOptions]] = AdapterOptions
     # Creem only sends dispute.created: waiting for a won/lost outcome would wait forever
     reports_dispute_outcome: ClassVar[bool] = False
+    # payment links take `metadata[<key>]=<value>` query parameters, stored as the payment's metadata
+    # (https://docs.creem.io/learn/customization/payment-links)
+    checkout_links: ClassVar[tuple[CheckoutLink, ...]] = (
+        CheckoutLink(hosts=("creem.io",), param="metadata[{name}]", path_prefixes=("/payment/", "/test/payment/")),
+    )
 
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
         super().__init__(secrets, options)

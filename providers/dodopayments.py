@@ -21,6 +21,7 @@ from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEven
 from bridge.money import from_minor_units, normalize_currency
 from providers.base import (
     AdapterOptions,
+    CheckoutLink,
     PayloadError,
     ProviderAdapter,
     SignedRequest,
@@ -63,6 +64,12 @@ class DodoPaymentsAdapter(ProviderAdapter):
     name: ClassVar[str] = "dodopayments"
     Options: ClassVar[type[AdapterOptions]] = DodoPaymentsOptions
     reports_dispute_outcome: ClassVar[bool] = True
+    # static payment links take `metadata_<key>=<value>` query parameters into the payment's metadata
+    # (https://docs.dodopayments.com/api-reference/integration-guide); test links live on a subdomain
+    # (`test.checkout.dodopayments.com`), which the host matches
+    checkout_links: ClassVar[tuple[CheckoutLink, ...]] = (
+        CheckoutLink(hosts=("checkout.dodopayments.com",), param="metadata_{name}", path_prefixes=("/buy/",)),
+    )
 
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
         super().__init__(secrets, options)

@@ -24,6 +24,7 @@ from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEven
 from bridge.money import from_minor_units, normalize_currency
 from providers.base import (
     AdapterOptions,
+    CheckoutLink,
     PayloadError,
     ProviderAdapter,
     SignatureError,
@@ -56,6 +57,10 @@ class GumroadAdapter(ProviderAdapter):
     Options = GumroadOptions
     # `dispute_won` is announced, a lost dispute never is: an opened dispute has to reverse the sale
     reports_dispute_outcome: ClassVar[bool] = False
+    # any query parameter of a product URL comes back as `url_params[<name>]` (metadata), see the sheet
+    checkout_links: ClassVar[tuple[CheckoutLink, ...]] = (
+        CheckoutLink(hosts=("gumroad.com",), param="{name}", path_prefixes=("/l/",)),
+    )
 
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
         super().__init__(secrets, options)

@@ -11,12 +11,13 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from providers.base import (
     AdapterOptions,
+    CheckoutLink,
     PayloadError,
     ProviderAdapter,
     SignedRequest,
@@ -63,6 +64,13 @@ class LemonSqueezyOptions(AdapterOptions):
 class LemonSqueezyAdapter(ProviderAdapter):
     name = "lemonsqueezy"
     Options = LemonSqueezyOptions
+    # https://docs.lemonsqueezy.com/help/checkout/passing-custom-data: `checkout[custom][<name>]` on
+    # `https://<store>.lemonsqueezy.com/checkout/buy/<variant>` arrives as `meta.custom_data.<name>`
+    checkout_links: ClassVar[tuple[CheckoutLink, ...]] = (
+        CheckoutLink(
+            hosts=("lemonsqueezy.com",), param="checkout[custom][{name}]", path_prefixes=("/checkout/buy/", "/buy/")
+        ),
+    )
 
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
         super().__init__(secrets, options)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,7 @@ from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEven
 from bridge.money import from_minor_units, normalize_currency
 from providers.base import (
     AdapterOptions,
+    CheckoutLink,
     PayloadError,
     ProviderAdapter,
     SignedRequest,
@@ -73,6 +74,15 @@ class PolarOptions(AdapterOptions):
 class PolarAdapter(ProviderAdapter):
     name = "polar"
     Options = PolarOptions
+    # Checkout Links take no free-form metadata from the URL: only `reference_id` and `utm_*`, stored in
+    # the checkout's (then the order's) metadata (https://docs.polar.sh/changelog/recent; polarsource/polar
+    # server/polar/checkout_link/endpoints.py `redirect`), so the key arrives as `metadata.reference_id`
+    checkout_links: ClassVar[tuple[CheckoutLink, ...]] = (
+        CheckoutLink(hosts=("buy.polar.sh",), param="reference_id", path_prefixes=("/polar_cl_",)),
+        CheckoutLink(
+            hosts=("api.polar.sh", "sandbox-api.polar.sh"), param="reference_id", path_prefixes=("/v1/checkout-links/",)
+        ),
+    )
 
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
         super().__init__(secrets, options)

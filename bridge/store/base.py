@@ -72,6 +72,7 @@ class Operation:
     transaction_key: str
     target_key: str
     event_id: int | None
+    customer_key: str | None
     endpoint: str
     request: dict[str, Any]
     status: OpStatus
@@ -94,10 +95,31 @@ class NewOperation:
     status: OpStatus = OpStatus.PENDING
     reason: str | None = None
     event_id: int | None = None
+    # a sale waits (bounded) while this customer's creation is pending in the bridge
+    customer_key: str | None = None
 
     @property
     def op_key(self) -> str:
         return f"{self.action}:{self.target_key}"
+
+
+class CustomerState(StrEnum):
+    PENDING = "pending"  # a sign-up or a first sale that creates the customer is on its way
+    CREATED = "created"
+    NOT_REFERRED = "not_referred"  # Partnero refused the partner: sales for it earn nothing
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Customer:
+    """What the bridge knows of one Partnero customer: from the sign-up relay or a first sale."""
+
+    scope: str
+    customer_key: str
+    state: CustomerState
+    creator_op_key: str | None  # the operation creating it; other sales for it wait for that one
+    email: str | None = None
+    partner_key: str | None = None
 
 
 class PaymentState(StrEnum):
@@ -201,6 +223,12 @@ class Transaction(Protocol):
     def get_call(self, call_id: int) -> StoredCall | None: ...
     def finish_call(self, call_id: int, status: CallStatus, error: str | None, at: float) -> None: ...
     def insert_event(self, event: NewEvent, at: float) -> int: ...
+    def get_customer(self, scope: str, customer_key: str) -> Customer | None: ...
+    def put_customer(self, customer: Customer, at: float) -> None: ...
+    def customer_key_by_email(self, scope: str, email: str) -> str | None:
+        """The key the merchant used at sign-up for this email (case-insensitive), newest first."""
+        ...
+
     def get_payment(self, scope: str, transaction_key: str) -> Payment | None: ...
     def put_payment(self, payment: Payment, at: float) -> None: ...
     def get_operation(self, scope: str, op_key: str) -> Operation | None: ...
@@ -208,14 +236,22 @@ class Transaction(Protocol):
     def insert_operation(self, op: NewOperation, at: float) -> int: ...
     def update_operation(self, operation_id: int, at: float, **fields: Any) -> None: ...
     def claim_operations(
-        self, owner: str, now: float, lease_until: float, limit: int, exclude_scopes: Sequence[str] = ()
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        exclude_scopes: Sequence[str] = (),
+        customer_wait_seconds: float = 0.0,
     ) -> list[Operation]:
         """Lease due operations, counting the attempt and marking them maybe-sent before any request
         leaves; the returned records show the state before the claim (was an earlier attempt sent?).
 
         Only the first unfinished operation of a payment is claimable: an earlier one that is pending
         or dead holds the rest, so a payment's operations never overlap and never run out of order.
-        Operations of the Partnero programs in `exclude_scopes` (paused: down or rate limiting) wait."""
+        Operations of the Partnero programs in `exclude_scopes` (paused: down or rate limiting) wait, and
+        so does an operation whose customer is still being created by another operation, for at most
+        `customer_wait_seconds` after it was enqueued."""
         ...
 
     def release_leases(self, owner: str | None) -> int: ...

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 from bridge.store.base import (
     Attempt,
     CallStatus,
+    Customer,
+    CustomerState,
     EventFilter,
     EventView,
     NewEvent,
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS operations (
     transaction_key TEXT NOT NULL,
     target_key TEXT NOT NULL,
     event_id INTEGER,
+    customer_key TEXT,
     endpoint TEXT NOT NULL,
     request TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -80,6 +83,17 @@ CREATE TABLE IF NOT EXISTS operations (
 CREATE INDEX IF NOT EXISTS operations_due ON operations (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS operations_tx ON operations (scope, transaction_key, id);
 CREATE INDEX IF NOT EXISTS operations_event ON operations (event_id);
+CREATE TABLE IF NOT EXISTS customers (
+    scope TEXT NOT NULL,
+    customer_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    creator_op_key TEXT,
+    email TEXT,
+    partner_key TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (scope, customer_key)
+);
+CREATE INDEX IF NOT EXISTS customers_email ON customers (scope, email COLLATE NOCASE, updated_at);
 CREATE TABLE IF NOT EXISTS payments (
     scope TEXT NOT NULL,
     transaction_key TEXT NOT NULL,
@@ -268,8 +282,8 @@ _CALL_COLUMNS = (
     "id, endpoint, delivery_id, received_at, method, path, query_string, headers, body, status, error, read_attempts"
 )
 _OP_COLUMNS = (
-    "id, scope, op_key, action, transaction_key, target_key, event_id, endpoint, request, status, reason, attempts, "
-    "next_attempt_at, maybe_sent, created_at, updated_at"
+    "id, scope, op_key, action, transaction_key, target_key, event_id, customer_key, endpoint, request, status,"
+    " reason, attempts, next_attempt_at, maybe_sent, created_at, updated_at"
 )
 _OP_UPDATABLE = {
     "status",
@@ -283,24 +297,8 @@ _OP_UPDATABLE = {
 
 
 def _operation(row: tuple[Any, ...]) -> Operation:
-    (
-        id_,
-        scope,
-        op_key,
-        action,
-        tx_key,
-        target,
-        event_id,
-        endpoint,
-        request,
-        status,
-        reason,
-        attempts,
-        nxt,
-        maybe,
-        c,
-        u,
-    ) = row
+    (id_, scope, op_key, action, tx_key, target, event_id, customer, endpoint, request, status, reason, *rest) = row
+    attempts, nxt, maybe, created, updated = rest
     return Operation(
         id_,
         scope,
@@ -309,6 +307,7 @@ def _operation(row: tuple[Any, ...]) -> Operation:
         tx_key,
         target,
         event_id,
+        customer,
         endpoint,
         json.loads(request),
         OpStatus(status),
@@ -316,8 +315,8 @@ def _operation(row: tuple[Any, ...]) -> Operation:
         attempts,
         nxt,
         bool(maybe),
-        c,
-        u,
+        created,
+        updated,
     )
 
 
@@ -420,8 +419,9 @@ class _SQLiteTransaction:
 
     def insert_operation(self, op: NewOperation, at: float) -> int:
         cur = self.conn.execute(
-            "INSERT INTO operations (scope, op_key, action, transaction_key, target_key, event_id, endpoint, request,"
-            " status, reason, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO operations (scope, op_key, action, transaction_key, target_key, event_id, customer_key,"
+            " endpoint, request, status, reason, next_attempt_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 op.scope,
                 op.op_key,
@@ -429,6 +429,7 @@ class _SQLiteTransaction:
                 op.transaction_key,
                 op.target_key,
                 op.event_id,
+                op.customer_key,
                 op.endpoint,
                 json.dumps(op.request),
                 op.status.value,
@@ -439,6 +440,41 @@ class _SQLiteTransaction:
             ),
         )
         return int(cur.lastrowid or 0)
+
+    def get_customer(self, scope: str, customer_key: str) -> Customer | None:
+        row = self.conn.execute(
+            "SELECT scope, customer_key, state, creator_op_key, email, partner_key FROM customers"
+            " WHERE scope = ? AND customer_key = ?",
+            (scope, customer_key),
+        ).fetchone()
+        if row is None:
+            return None
+        return Customer(row[0], row[1], CustomerState(row[2]), row[3], row[4], row[5])
+
+    def put_customer(self, customer: Customer, at: float) -> None:
+        self.conn.execute(
+            "INSERT INTO customers (scope, customer_key, state, creator_op_key, email, partner_key, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, customer_key) DO UPDATE SET state = excluded.state,"
+            " creator_op_key = excluded.creator_op_key, email = excluded.email,"
+            " partner_key = excluded.partner_key, updated_at = excluded.updated_at",
+            (
+                customer.scope,
+                customer.customer_key,
+                customer.state.value,
+                customer.creator_op_key,
+                customer.email,
+                customer.partner_key,
+                at,
+            ),
+        )
+
+    def customer_key_by_email(self, scope: str, email: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT customer_key FROM customers WHERE scope = ? AND email = ? COLLATE NOCASE"
+            " ORDER BY updated_at DESC LIMIT 1",
+            (scope, email.strip()),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def get_payment(self, scope: str, transaction_key: str) -> Payment | None:
         row = self.conn.execute(
@@ -494,11 +530,17 @@ class _SQLiteTransaction:
         )
 
     def claim_operations(
-        self, owner: str, now: float, lease_until: float, limit: int, exclude_scopes: Sequence[str] = ()
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        exclude_scopes: Sequence[str] = (),
+        customer_wait_seconds: float = 0.0,
     ) -> list[Operation]:
         placeholders = ", ".join(f":x{i}" for i in range(len(exclude_scopes)))
         excluded = f"AND o.scope NOT IN ({placeholders})" if exclude_scopes else ""
-        params: dict[str, object] = {"now": now, "limit": limit}
+        params: dict[str, object] = {"now": now, "limit": limit, "waited": now - customer_wait_seconds}
         params.update({f"x{i}": scope for i, scope in enumerate(exclude_scopes)})
         rows = self.conn.execute(
             f"""
@@ -509,6 +551,10 @@ class _SQLiteTransaction:
                 SELECT 1 FROM operations p
                 WHERE p.scope = o.scope AND p.transaction_key = o.transaction_key AND p.id < o.id
                   AND p.status IN ('pending', 'dead'))
+              AND NOT EXISTS (
+                SELECT 1 FROM customers c
+                WHERE c.scope = o.scope AND c.customer_key = o.customer_key AND c.state = 'pending'
+                  AND c.creator_op_key <> o.op_key AND o.created_at > :waited)
             ORDER BY o.next_attempt_at, o.id
             LIMIT :limit
             """,
