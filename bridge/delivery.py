@@ -142,8 +142,9 @@ class Worker:
             await endpoint.adapter.aclose()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        # one SQLite process owns the store: leases of a killed predecessor are void
-        await self.store.run(lambda tx: tx.release_leases(None))
+        if self.store.single_process:
+            # one SQLite process owns the store: leases of a killed predecessor are void
+            await self.store.run(lambda tx: tx.release_leases(None))
         while not stopping.is_set():
             try:
                 busy = await self.step()
@@ -193,7 +194,8 @@ class Worker:
 
     async def process_received(self) -> int:
         now = self.clock()
-        calls = await self.store.run(lambda tx: tx.received_calls(CALL_BATCH, now))
+        lease_until = now + self.config.delivery.timeout_seconds * 3 + 30
+        calls = await self.store.run(lambda tx: tx.claim_calls(self.owner, now, lease_until, CALL_BATCH))
         for call in calls:
             await self.process_call(call)
         return len(calls)

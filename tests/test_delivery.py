@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -15,10 +16,12 @@ import pytest
 from bridge.config import Config, DeliverySettings, Endpoint, EndpointSettings, PartneroSettings, ServerSettings
 from bridge.delivery import Worker, backoff_seconds
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent
-from bridge.store.base import EventFilter, EventView, Operation, OpStatus, StoredCall
+from bridge.store.base import EventFilter, EventView, Operation, OpStatus, Store, StoredCall
+from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SQLiteStore
 from providers.base import AdapterOptions, PayloadError, ProviderAdapter, ProviderUnavailable, WebhookRequest
 from tests.partnero_server import PartneroServer
+from tests.postgres_kit import throwaway_schema
 
 
 class ScriptedAdapter(ProviderAdapter):
@@ -71,9 +74,9 @@ def _event(spec: dict[str, Any]) -> NormalizedEvent:
 
 
 class Harness:
-    def __init__(self, tmp: Path, partnero: PartneroServer, **endpoint: Any) -> None:
+    def __init__(self, store: Store, partnero: PartneroServer, **endpoint: Any) -> None:
         self.partnero = partnero
-        self.store = SQLiteStore(str(tmp / "bridge.db"))
+        self.store = store
         settings = EndpointSettings.model_validate({"provider": "scripted", "secret": "s", **endpoint})
         program = PartneroSettings(api_key=partnero.api_key, base_url=partnero.url, max_requests_per_second=1000)
         if "dry_run" in endpoint:
@@ -128,22 +131,26 @@ class Harness:
         self.loop.close()
 
 
-@pytest.fixture
-def make(tmp_path: Path, partnero: PartneroServer) -> Iterator[Any]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make(request: pytest.FixtureRequest, tmp_path: Path, partnero: PartneroServer) -> Iterator[Any]:
+    """Harnesses on a fresh store of each engine: the outbox rules must hold on both."""
     partnero.add_customer("buyer@example.com")
     made: list[Harness] = []
+    with contextlib.ExitStack() as stack:
 
-    def factory(**endpoint: Any) -> Harness:
-        harness = Harness(tmp_path / str(len(made)), partnero, **endpoint)
-        made.append(harness)
-        return harness
+        def factory(**endpoint: Any) -> Harness:
+            store: Store
+            if request.param == "sqlite":
+                store = SQLiteStore(str(tmp_path / f"bridge{len(made)}.db"))
+            else:
+                store = PostgresStore(stack.enter_context(throwaway_schema()), pool_size=4)
+            harness = Harness(store, partnero, **endpoint)
+            made.append(harness)
+            return harness
 
-    (tmp_path / "0").mkdir()
-    for i in range(1, 4):
-        (tmp_path / str(i)).mkdir()
-    yield factory
-    for harness in made:
-        harness.close()
+        yield factory
+        for harness in made:
+            harness.close()
 
 
 def test_a_payment_announced_many_times_is_posted_once(make: Any, partnero: PartneroServer) -> None:

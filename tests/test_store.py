@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +22,9 @@ from bridge.store.base import (
     Store,
     Transaction,
 )
+from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SQLiteStore, path_from_url
+from tests.postgres_kit import throwaway_schema
 
 T = TypeVar("T")
 
@@ -31,8 +33,21 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _with_store(tmp_path: Path, body: Callable[[Store], Any]) -> Any:
-    store = SQLiteStore(str(tmp_path / "s.db"))
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """A factory of stores on one fresh database of each engine: one contract, both engines."""
+    if request.param == "sqlite":
+        yield lambda: SQLiteStore(str(tmp_path / "s.db"))
+        return
+    with throwaway_schema() as url:
+        yield lambda: PostgresStore(url, pool_size=4)
+
+
+async def _with_store(engine: StoreFactory, body: Callable[[Store], Any]) -> Any:
+    store = engine()
     await store.open()
     try:
         return await body(store)
@@ -45,7 +60,7 @@ def test_url_paths() -> None:
     assert path_from_url("sqlite:////var/lib/bridge.db") == "/var/lib/bridge.db"
 
 
-def test_inbound_dedup_on_endpoint_and_delivery_id(tmp_path: Path) -> None:
+def test_inbound_dedup_on_endpoint_and_delivery_id(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         def insert(endpoint: str, delivery: str) -> Callable[[Transaction], tuple[int, bool]]:
             return lambda tx: tx.insert_call(endpoint, delivery, time.time(), "POST", "/", "", {}, b"{}")
@@ -56,10 +71,10 @@ def test_inbound_dedup_on_endpoint_and_delivery_id(tmp_path: Path) -> None:
         assert first[1] and not again[1] and other[1]
         assert first[0] == again[0] != other[0]
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
-def test_concurrent_writes_are_group_committed_and_all_durable(tmp_path: Path) -> None:
+def test_concurrent_writes_are_group_committed_and_all_durable(engine: StoreFactory) -> None:
     async def body(store: Store) -> list[tuple[int, bool]]:
         return list(
             await asyncio.gather(
@@ -72,17 +87,17 @@ def test_concurrent_writes_are_group_committed_and_all_durable(tmp_path: Path) -
             )
         )
 
-    results = run(_with_store(tmp_path, body))
+    results = run(_with_store(engine, body))
     assert sum(1 for _, new in results if new) == 150
     # a new process sees every call: it was committed, not only acknowledged
 
     async def count(store: Store) -> int:
         return len(await store.run(lambda tx: tx.received_calls(1000)))
 
-    assert run(_with_store(tmp_path, count)) == 150
+    assert run(_with_store(engine, count)) == 150
 
 
-def test_a_failing_piece_of_work_does_not_undo_its_batch_neighbours(tmp_path: Path) -> None:
+def test_a_failing_piece_of_work_does_not_undo_its_batch_neighbours(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         def bad(tx: Transaction) -> None:
             tx.insert_call("e", "bad", time.time(), "POST", "/", "", {}, b"")
@@ -94,10 +109,10 @@ def test_a_failing_piece_of_work_does_not_undo_its_batch_neighbours(tmp_path: Pa
         calls = await store.run(lambda tx: tx.received_calls(10))
         assert [c.delivery_id for c in calls] == ["good"]
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
-def test_calls_keep_bytes_and_status(tmp_path: Path) -> None:
+def test_calls_keep_bytes_and_status(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         raw = b'{"a": 1.10}\n\xff'
         call_id, _ = await store.run(
@@ -115,14 +130,14 @@ def test_calls_keep_bytes_and_status(tmp_path: Path) -> None:
         )
         assert await store.run(lambda tx: tx.received_calls(10)) == []
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
 def _op(action: str, key: str, scope: str = "p", target: str | None = None) -> NewOperation:
     return NewOperation(scope, action, key, target or key, "e", {"key": target or key})
 
 
-def test_claims_respect_order_per_transaction_key(tmp_path: Path) -> None:
+def test_claims_respect_order_per_transaction_key(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         now = time.time()
 
@@ -149,10 +164,10 @@ def test_claims_respect_order_per_transaction_key(tmp_path: Path) -> None:
         stored = await store.run(lambda tx: tx.get_operation("p", "create:k1"))
         assert stored is not None and stored.attempts == 1 and stored.maybe_sent
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
-def test_a_dead_operation_holds_the_rest_of_its_payment(tmp_path: Path) -> None:
+def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         now = time.time()
 
@@ -169,10 +184,10 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(tmp_path: Path) -> None:
         [op] = await store.run(lambda tx: tx.claim_operations("w", now + 1, now + 60, 10))
         assert (op.op_key, op.transaction_key, op.target_key) == ("create:k:adj1", "k", "k:adj1")
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
-def test_payments_ledger_round_trip(tmp_path: Path) -> None:
+def test_payments_ledger_round_trip(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         payment = Payment(
             "p", "k", "e", PaymentState.ACTIVE, "k:adj2", 2, {"amount": "9.99"}, Decimal("1.50"), ("re_1", "re_2")
@@ -185,10 +200,10 @@ def test_payments_ledger_round_trip(tmp_path: Path) -> None:
         assert moved.sale_amount == Decimal("9.99")
         assert await store.run(lambda tx: tx.get_payment("other", "k")) is None
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
-def test_expired_and_released_leases_make_work_claimable_again(tmp_path: Path) -> None:
+def test_expired_and_released_leases_make_work_claimable_again(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         now = time.time()
         await store.run(lambda tx: tx.insert_operation(_op("create", "k"), now))
@@ -199,21 +214,21 @@ def test_expired_and_released_leases_make_work_claimable_again(tmp_path: Path) -
         [op] = await store.run(lambda tx: tx.claim_operations("c", now + 7, now + 10, 10))
         assert op.attempts == 2 and op.maybe_sent
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
-def test_operations_are_unique_per_program(tmp_path: Path) -> None:
+def test_operations_are_unique_per_program(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         now = time.time()
         await store.run(lambda tx: tx.insert_operation(_op("create", "k", "p1"), now))
         await store.run(lambda tx: tx.insert_operation(_op("create", "k", "p2"), now))
-        with pytest.raises(Exception, match="UNIQUE"):
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate key"):
             await store.run(lambda tx: tx.insert_operation(_op("create", "k", "p1"), now))
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
-def test_attempt_timeline(tmp_path: Path) -> None:
+def test_attempt_timeline(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         op_id = await store.run(lambda tx: tx.insert_operation(_op("create", "k"), 1.0))
         await store.run(lambda tx: tx.add_attempt(Attempt(op_id, 2.0, "retry", 503, "Partnero error 503")))
@@ -222,12 +237,12 @@ def test_attempt_timeline(tmp_path: Path) -> None:
         assert [(a.outcome, a.status_code) for a in timeline] == [("retry", 503), ("delivered", 200)]
         assert await store.run(lambda tx: tx.next_due_at()) == 1.0
 
-    run(_with_store(tmp_path, body))
+    run(_with_store(engine, body))
 
 
-def test_ping_and_closed_store(tmp_path: Path) -> None:
+def test_ping_and_closed_store(engine: StoreFactory) -> None:
     async def body() -> None:
-        store = SQLiteStore(str(tmp_path / "p.db"))
+        store = engine()
         await store.open()
         assert await store.ping()
         await store.close()

@@ -10,4 +10,8 @@ def open_store(url: str) -> Store:
         from bridge.store.sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
-    raise ValueError(f"no store engine for {url.split(':', 1)[0]}:// yet")
+    if url.startswith(("postgresql://", "postgres://")):
+        from bridge.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(url)
+    raise ValueError(f"no store engine for {url.split(':', 1)[0]}://")

@@ -216,6 +216,10 @@ class Transaction(Protocol):
         """Stored calls not parsed yet, oldest first; with `now`, those not deferred past it."""
         ...
 
+    def claim_calls(self, owner: str, now: float, lease_until: float, limit: int) -> list[StoredCall]:
+        """Lease received calls to parse (several worker processes never parse one call twice)."""
+        ...
+
     def defer_call(self, call_id: int, until: float, error: str) -> int:
         """Read this call again after `until` (the provider's API was down); returns how often deferred."""
         ...
@@ -289,6 +293,8 @@ class Transaction(Protocol):
 
 class Store(Protocol):
     """An engine: SQLite embedded (one process) or PostgreSQL (several)."""
+
+    single_process: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -1,0 +1,39 @@
+"""Versioned, forward-only schema migrations for both engines (`partnero-bridge migrate`, also run at start).
+
+Each engine lists its migrations in order; version N is the N-th script. The applied versions are
+recorded in `schema_migrations`, so a store created by an older bridge is brought forward, never back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+
+class MigrationError(Exception):
+    """The store is at a version this bridge does not know (a newer bridge wrote it)."""
+
+
+def current_version(conn: Any) -> int:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
+    )
+    row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0)
+
+
+def pending(conn: Any, migrations: Sequence[str]) -> list[tuple[int, str]]:
+    version = current_version(conn)
+    if version > len(migrations):
+        raise MigrationError(
+            f"the store is at schema version {version}, this bridge knows {len(migrations)}: upgrade the bridge"
+        )
+    return [(number, script) for number, script in enumerate(migrations, start=1) if number > version]
+
+
+def record(conn: Any, version: int, placeholder: str = "?") -> None:
+    conn.execute(
+        f"INSERT INTO schema_migrations (version, applied_at) VALUES ({placeholder}, {placeholder})",
+        (version, time.time()),
+    )

@@ -1,0 +1,176 @@
+"""The PostgreSQL engine: several bridge processes share one truth.
+
+Each `run` takes a pooled connection in a worker thread and is one READ COMMITTED transaction. Claims
+use `FOR UPDATE SKIP LOCKED` plus a lease, so processes never claim the same call or operation; a
+process that dies mid-delivery loses its lease when it expires and another takes the operation over
+through the look-up-before-resend path. Work on one payment or one customer is serialized across
+processes by transaction-scoped advisory locks; inbound and outbound dedup are unique constraints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from psycopg_pool import ConnectionPool
+
+from bridge.store.base import Transaction
+from bridge.store.migrations import pending, record
+from bridge.store.sql import POSTGRES, SQLTransaction
+
+T = TypeVar("T")
+
+V1_INITIAL = """
+CREATE TABLE calls (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query_string TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BYTEA,
+    status TEXT NOT NULL,
+    error TEXT,
+    processed_at DOUBLE PRECISION,
+    not_before DOUBLE PRECISION,
+    read_attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (endpoint, delivery_id)
+);
+CREATE INDEX calls_received ON calls (status, id);
+CREATE TABLE operations (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    scope TEXT NOT NULL,
+    op_key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    transaction_key TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    event_id BIGINT,
+    customer_key TEXT,
+    endpoint TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    maybe_sent INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (scope, op_key)
+);
+CREATE INDEX operations_due ON operations (status, next_attempt_at);
+CREATE INDEX operations_tx ON operations (scope, transaction_key, id);
+CREATE INDEX operations_event ON operations (event_id);
+CREATE TABLE customers (
+    scope TEXT NOT NULL,
+    customer_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    creator_op_key TEXT,
+    email TEXT,
+    partner_key TEXT,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (scope, customer_key)
+);
+CREATE TABLE payments (
+    scope TEXT NOT NULL,
+    transaction_key TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    current_key TEXT,
+    revision INTEGER NOT NULL,
+    sale_request TEXT,
+    refunded TEXT NOT NULL,
+    refund_ids TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (scope, transaction_key)
+);
+CREATE TABLE events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    call_id BIGINT NOT NULL REFERENCES calls (id),
+    endpoint TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    transaction_key TEXT,
+    data TEXT NOT NULL,
+    customer_key TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    operation_id BIGINT REFERENCES operations (id),
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX events_created ON events (created_at);
+CREATE INDEX events_call ON events (call_id);
+CREATE TABLE attempts (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    operation_id BIGINT NOT NULL REFERENCES operations (id),
+    at DOUBLE PRECISION NOT NULL,
+    outcome TEXT NOT NULL,
+    status_code INTEGER,
+    detail TEXT NOT NULL
+);
+CREATE INDEX attempts_op ON attempts (operation_id);
+"""
+
+V2_CALL_LEASES = """
+ALTER TABLE calls ADD COLUMN lease_owner TEXT;
+ALTER TABLE calls ADD COLUMN lease_until DOUBLE PRECISION;
+CREATE INDEX customers_email ON customers (scope, lower(email));
+"""
+
+# forward only: a released migration is never edited, a change is a new entry
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES)
+_MIGRATION_LOCK = 0x7062_6D69_6772  # advisory lock id: one migrating process at a time
+
+
+class PostgresStore:
+    single_process = False
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        self.url = url
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=10)
+        self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="postgres")
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        return cls(url.replace("postgres://", "postgresql://", 1))
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._threads, lambda: self._pool.open(wait=True, timeout=10))
+        await loop.run_in_executor(self._threads, self.migrate)
+
+    def migrate(self, migrations: Sequence[str] = MIGRATIONS) -> list[int]:
+        applied: list[int] = []
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            for version, script in pending(conn, migrations):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                record(conn, version, "%s")
+                applied.append(version)
+        return applied
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._threads, self._pool.close)
+        self._threads.shutdown(wait=False)
+
+    async def ping(self) -> bool:
+        try:
+            return await self.run(lambda tx: tx.ping())
+        except Exception:
+            return False
+
+    async def run(self, work: Callable[[Transaction], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self.run_sync, work)
+
+    def run_sync(self, work: Callable[[Transaction], T]) -> T:
+        with self._pool.connection() as conn, conn.transaction():
+            return work(SQLTransaction(conn, POSTGRES))
