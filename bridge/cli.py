@@ -31,6 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--no-worker", action="store_true", help="ingest only; run `worker` processes for delivery")
+
+    worker = commands.add_parser("worker", help="deliver stored webhooks without serving HTTP (PostgreSQL scale-out)")
+    worker.add_argument("--config", required=True, metavar="FILE")
+    worker.add_argument("--log-level", default="INFO")
+
+    migrate = commands.add_parser("migrate", help="bring the store's schema to this version (also done at start)")
+    migrate.add_argument("--config", default=os.environ.get("PARTNERO_BRIDGE_CONFIG", "config.yaml"), metavar="FILE")
 
     check = commands.add_parser("check-config", help="validate a configuration file and list its endpoints")
     check.add_argument("file", metavar="FILE")
@@ -71,7 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "serve":
-        return serve_command(args.config, args.host, args.port, args.log_level)
+        return serve_command(args.config, args.host, args.port, args.log_level, with_worker=not args.no_worker)
+    if args.command == "worker":
+        return worker_command(args.config, args.log_level)
+    if args.command == "migrate":
+        return migrate_command(args.config)
     if args.command == "events":
         return events_command(args)
     if args.command == "signup":
@@ -261,7 +273,7 @@ def check_config(path: str) -> int:
     return 0
 
 
-def serve_command(path: str, host: str | None, port: int | None, log_level: str) -> int:
+def serve_command(path: str, host: str | None, port: int | None, log_level: str, with_worker: bool = True) -> int:
     from bridge.logs import setup_logging
 
     setup_logging(log_level)
@@ -269,11 +281,68 @@ def serve_command(path: str, host: str | None, port: int | None, log_level: str)
     if config is None:
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, host or config.server.host, port if port is not None else config.server.port))
+        asyncio.run(
+            serve(config, host or config.server.host, port if port is not None else config.server.port, with_worker)
+        )
     return 0
 
 
-async def serve(config: Config, host: str, port: int) -> None:
+def worker_command(path: str, log_level: str) -> int:
+    from bridge.logs import setup_logging
+
+    setup_logging(log_level)
+    config = _load(path)
+    if config is None:
+        return 2
+    if config.store.startswith("sqlite"):
+        print(
+            "error: a separate worker needs a PostgreSQL store; with SQLite, `serve` runs the worker", file=sys.stderr
+        )
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker(config))
+    return 0
+
+
+async def run_worker(config: Config) -> None:
+    import signal
+
+    from bridge.delivery import Worker
+    from bridge.store import open_store
+
+    store = open_store(config.store)
+    await store.open()
+    worker = Worker(config, store)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    log.info("worker %s started", worker.owner)
+    try:
+        await worker.run(stopping)
+    finally:
+        await worker.aclose()
+        await store.close()
+
+
+def migrate_command(path: str) -> int:
+    config = _load(path)
+    if config is None:
+        return 2
+    from bridge.store import open_store
+
+    async def run() -> list[int]:
+        store = open_store(config.store)
+        applied = await store.migrate_async()
+        await store.close()
+        return applied
+
+    applied = asyncio.run(run())
+    print(f"applied migrations {applied}" if applied else "the store is at the current schema version")
+    return 0
+
+
+async def serve(config: Config, host: str, port: int, with_worker: bool = True) -> None:
     import uvicorn
 
     from bridge.app import create_app
@@ -286,18 +355,19 @@ async def serve(config: Config, host: str, port: int) -> None:
             log.warning("DRY RUN for endpoint %s (%s): events are recorded, nothing is sent", endpoint.name, reason)
     store = open_store(config.store)
     await store.open()
-    worker = Worker(config, store)
+    worker = Worker(config, store) if with_worker else None
     app = create_app(config, store, worker)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
     )
     stopping = asyncio.Event()
-    worker_task = asyncio.create_task(worker.run(stopping))
+    worker_task = asyncio.create_task(worker.run(stopping)) if worker else None
     try:
         await server.serve()
     finally:
         stopping.set()
-        worker.wake()
-        await worker_task
-        await worker.aclose()
+        if worker is not None and worker_task is not None:
+            worker.wake()
+            await worker_task
+            await worker.aclose()
         await store.close()

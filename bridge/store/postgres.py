@@ -145,6 +145,12 @@ class PostgresStore:
         await loop.run_in_executor(self._threads, lambda: self._pool.open(wait=True, timeout=10))
         await loop.run_in_executor(self._threads, self.migrate)
 
+    async def migrate_async(self) -> list[int]:
+        """`partnero-bridge migrate`: open the pool and apply what is pending."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._threads, lambda: self._pool.open(wait=True, timeout=10))
+        return await loop.run_in_executor(self._threads, self.migrate)
+
     def migrate(self, migrations: Sequence[str] = MIGRATIONS) -> list[int]:
         applied: list[int] = []
         with self._pool.connection() as conn, conn.transaction():

@@ -188,6 +188,20 @@ class SQLiteStore:
         self._queue.put((work, future))
         return future.result()
 
+    async def migrate_async(self) -> list[int]:
+        """`partnero-bridge migrate`: apply what is pending without starting the writer."""
+
+        def apply() -> list[int]:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                return self.migrate(conn)
+            finally:
+                conn.close()
+
+        return await asyncio.get_running_loop().run_in_executor(None, apply)
+
     @staticmethod
     def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> list[int]:
         """Apply the pending migrations, each in its own transaction; returns the versions applied."""
