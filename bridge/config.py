@@ -71,6 +71,13 @@ class DeliverySettings(_Model):
     max_backoff_seconds: float = Field(default=3600.0, gt=0)
     timeout_seconds: float = Field(default=15.0, gt=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # how long a claimed call or operation stays with its process; after a crash another process takes
+    # it over once this runs out (default: three request timeouts plus 30 s)
+    lease_seconds: float | None = Field(default=None, gt=0)
+
+    @property
+    def lease(self) -> float:
+        return self.lease_seconds if self.lease_seconds is not None else self.timeout_seconds * 3 + 30
 
 
 class EndpointSettings(BaseModel):

@@ -194,7 +194,7 @@ class Worker:
 
     async def process_received(self) -> int:
         now = self.clock()
-        lease_until = now + self.config.delivery.timeout_seconds * 3 + 30
+        lease_until = now + self.config.delivery.lease
         calls = await self.store.run(lambda tx: tx.claim_calls(self.owner, now, lease_until, CALL_BATCH))
         for call in calls:
             await self.process_call(call)
@@ -263,7 +263,7 @@ class Worker:
         if free <= 0:
             return 0
         now = self.clock()
-        lease_until = now + self.config.delivery.timeout_seconds * 3 + 30
+        lease_until = now + self.config.delivery.lease
         paused = [scope for scope, health in self._health.items() if health.paused(now)]
         wait = self.config.signups.wait_seconds
         ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free, paused, wait))

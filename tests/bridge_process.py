@@ -26,7 +26,16 @@ def free_port() -> int:
 class BridgeProcess:
     """One bridge process; `restart()` keeps its store, `kill()` is SIGKILL of its whole process group."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        command: str = "serve",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.command = command
+        self.extra_args = extra_args
         self.workdir = workdir
         self.port = free_port()
         self.config_path = workdir / "bridge.yaml"
@@ -42,21 +51,11 @@ class BridgeProcess:
 
     def start(self, timeout: float = 15.0) -> BridgeProcess:
         log = self.log_path.open("ab")
+        args = [sys.executable, "-m", "bridge", self.command, "--config", str(self.config_path), "--log-level", "DEBUG"]
+        if self.command == "serve":
+            args += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "serve",
-                "--config",
-                str(self.config_path),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "DEBUG",
-            ],
+            [*args, *self.extra_args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -67,11 +66,15 @@ class BridgeProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
+            if self.command != "serve":
+                if "worker" in self.logs() and " started" in self.logs():
                     return self
-            except httpx.TransportError:
-                pass
+            else:
+                try:
+                    if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
             time.sleep(0.05)
         raise RuntimeError(f"bridge did not start:\n{self.logs()}")
 
