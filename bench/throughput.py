@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/throughput.py [--deliveries 3000] [--concurrency 32]
 
-Each setup gets the same signed Dodo Payments deliveries from one asyncio client over loopback and
+Each setup gets the same signed Dodo Payments deliveries from one aiohttp client over loopback and
 delivers to the same Partnero test server. Ingest = signed deliveries answered 200 per second; delivery =
 Partnero transactions created per second, from the first request to the last transaction. Absolute
 numbers depend on the machine; the ratios against the SQLite single-process baseline, measured in the
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,23 +45,25 @@ def bodies(count: int) -> list[tuple[str, bytes]]:
 
 
 async def load(urls: list[str], deliveries: list[tuple[str, bytes]], concurrency: int) -> float:
+    """Send every delivery once with `concurrency` connections; seconds until the last 200."""
     key = standard_webhook_key(DODO.secret)
-    queue: asyncio.Queue[tuple[int, str, bytes]] = asyncio.Queue()
-    for index, (msg_id, body) in enumerate(deliveries):
-        queue.put_nowait((index, msg_id, body))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    pending = list(enumerate(deliveries))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def worker() -> None:
-            while not queue.empty():
-                index, msg_id, body = queue.get_nowait()
+            while pending:
+                index, (msg_id, body) = pending.pop()
                 headers = {
                     "content-type": "application/json",
                     **standard_webhook_headers(key, msg_id, int(time.time()), body),
                 }
-                response = await client.post(f"{urls[index % len(urls)]}/webhooks/dodo", content=body, headers=headers)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{response.status_code} {response.text}")
+                async with session.post(
+                    f"{urls[index % len(urls)]}/webhooks/dodo", data=body, headers=headers
+                ) as response:
+                    if response.status != 200:
+                        raise RuntimeError(f"{response.status} {await response.text()}")
+                    await response.read()
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
