@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bridge.outbox import reopen
 from bridge.store.base import EventFilter, Store, Transaction
 
 CALL_PREFIX = "call:"
@@ -180,6 +181,7 @@ async def replay_one(store: Store, ident: str) -> ReplayResult:
         dead = [op for op in tx.operations_of_event(event_id) if op.status.value == "dead"]
         for op in dead:
             tx.replay_operation(op.id, now)
+            reopen(tx, op, now)
         if not dead:
             return ReplayResult(ident, False, "nothing to replay (no dead operation): nothing is sent again")
         return ReplayResult(ident, True, f"{len(dead)} operation(s) pending again")

@@ -110,8 +110,8 @@ class Worker:
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
             self._client_for(endpoint.partnero)
-        if config.signups.enabled:
-            self._client_for(config.signup_partnero)
+        # sign-ups may also come from `partnero-bridge signup` with the relay's token unset
+        self._client_for(config.signup_partnero)
 
     def _client_for(self, settings: PartneroSettings) -> PartneroClient | None:
         if settings.effective_dry_run:

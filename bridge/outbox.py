@@ -222,6 +222,16 @@ def settle(tx: Transaction, op: Operation, status: OpStatus, reason: str | None,
     tx.put_customer(replace(customer, state=state), now)
 
 
+def reopen(tx: Transaction, op: Operation, now: float) -> None:
+    """A replayed operation that creates a customer makes that customer's sales wait for it again."""
+    creates_customer = op.action == "customer" or bool(op.request.get("options", {}).get("create_customer"))
+    if not creates_customer or op.customer_key is None:
+        return
+    customer = tx.get_customer(op.scope, op.customer_key)
+    if customer is not None and customer.creator_op_key == op.op_key:
+        tx.put_customer(replace(customer, state=CustomerState.PENDING), now)
+
+
 def _refund(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment, now: float) -> _Plan:
     if payment.state is not PaymentState.ACTIVE:
         return _Plan(EventStatus.DUPLICATE, f"payment already reversed ({payment.state.value})")

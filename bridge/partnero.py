@@ -78,8 +78,8 @@ class PartneroClient:
             response.status_code == 422 and ("duplicate" in lowered or "exist" in lowered)
         ):
             return Outcome(Result.DELIVERED, f"customer already exists: {message}", response.status_code)
-        if response.status_code == 400:
-            # Partnero's answer for an invalid or absent partner: the sign-up is simply not a referral
+        if response.status_code == 400 or (response.status_code == 422 and "partner" in lowered):
+            # Partnero's answers for an invalid or absent partner: the sign-up is simply not a referral
             return Outcome(Result.SKIPPED, f"not referred: {message}", response.status_code)
         return _classify_failure(response, message)
 

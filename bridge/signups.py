@@ -120,10 +120,19 @@ def record_signup(tx: Transaction, call: StoredCall, config: Config, now: float)
         event_id=event_id,
         customer_key=signup.key,
     )
-    if config.signup_partnero.effective_dry_run:
+    if signup.partner is None:
+        # an affiliate program refuses a customer without a partner; the sign-up is simply not a referral,
+        # but its key and email are kept for `signup:email`
+        op = replace(op, status=OpStatus.SKIPPED, reason="not referred: no partner in the sign-up")
+    elif config.signup_partnero.effective_dry_run:
         op = replace(op, status=OpStatus.SKIPPED, reason="dry run: recorded, not sent")
     tx.insert_operation(op, now)
     partner_key = signup.partner.key if signup.partner else None
-    state = CustomerState.PENDING if op.status is OpStatus.PENDING else CustomerState.FAILED
+    if op.status is OpStatus.PENDING:
+        state = CustomerState.PENDING
+    elif signup.partner is None:
+        state = CustomerState.NOT_REFERRED
+    else:
+        state = CustomerState.FAILED
     tx.put_customer(Customer(scope, signup.key, state, op_key, signup.email, partner_key), now)
     return event_id

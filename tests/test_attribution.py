@@ -206,3 +206,29 @@ def _cli(bridge: BridgeProcess, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+def test_signup_without_partner_is_kept_for_email_mapping_and_not_sent(
+    partnero: PartneroServer, bridge_factory: BridgeFactory
+) -> None:
+    partnero.add_customer("acct-9")
+    bridge = _bridge(bridge_factory, customer_key=["signup:email", "email"])
+    assert _signup(bridge, {"key": "acct-9", "email": "organic@example.com"}).status_code == 202
+    _post(bridge, _ls_order("7009", {}, email="organic@example.com"))
+    partnero.wait_for(lambda s: len(s.live_transactions()) == 1, timeout=20)
+    assert [r.path for r in partnero.requests] == ["/v1/transactions"]
+    assert partnero.live_transactions()[0].customer_key == "acct-9"
+    signup_row = next(r for r in json.loads(_cli(bridge, "events", "--json").stdout) if r["kind"] == "signup")
+    assert (signup_row["status"], signup_row["reason"]) == ("skipped", "not referred: no partner in the sign-up")
+
+
+def test_partneros_422_naming_the_partner_is_not_referred(
+    partnero: PartneroServer, bridge_factory: BridgeFactory
+) -> None:
+    partnero.fail_next(1, status=422, body={"message": "The partner field is required."}, path="/v1/customers")
+    bridge = _bridge(bridge_factory)
+    assert _signup(bridge, {"key": "user-5", "partner": {"email": "p@example.com"}}).status_code == 202
+    partnero.wait_for(lambda s: len(s.requests) == 1)
+    time.sleep(0.5)
+    [row] = json.loads(_cli(bridge, "events", "--json").stdout)
+    assert (row["status"], row["reason"]) == ("skipped", "not referred: The partner field is required.")
