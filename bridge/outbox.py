@@ -114,6 +114,9 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
     assert event.transaction_key is not None
     if event.amount is None or not event.currency:
         return _Plan(EventStatus.SKIPPED, "sale without amount or currency")
+    if event.amount <= 0:
+        # a free order earns nothing, and Partnero has no meaning for a negative sale
+        return _Plan(EventStatus.SKIPPED, f"sale amount {event.amount} is not positive")
     scope = endpoint.partnero.scope
     customer_key = resolve_customer_key(
         event, endpoint.settings.customer_key, lambda email: tx.customer_key_by_email(scope, email)

@@ -122,7 +122,7 @@ def _key(secret: str) -> bytes:
 def _load(body: bytes) -> dict[str, Any]:
     try:
         envelope = json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise PayloadError("body is not JSON") from None
     if not isinstance(envelope, dict):
         raise PayloadError("body is not a JSON object")
@@ -237,6 +237,8 @@ def _required_id(data: Mapping[str, Any], field: str) -> str:
 def _minor(value: Any, field: str) -> int | Decimal:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise ValueError(f"data.{field} is not a number of minor units: {value!r}")
+    if value < 0:
+        raise ValueError(f"data.{field} is negative: {value!r}")
     return value
 
 

@@ -275,6 +275,8 @@ def _minor(value: object) -> int:
     """An integer cent amount; JSON floats, booleans and strings are refused."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"amount {value!r} is not an integer number of cents")
+    if value < 0:
+        raise ValueError(f"amount {value!r} is negative")
     return value
 
 

@@ -499,3 +499,14 @@ def test_a_failed_look_up_keeps_the_attempt_uncertain(make: Any, partnero: Partn
     h.drain()
     assert h.methods() == ["POST", "GET", "GET", "GET"]
     assert len(partnero.transactions) == 1
+
+
+def test_sales_that_are_not_positive_are_skipped(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"key": "t:zero", "amount": "0.00"}, {"key": "t:neg", "amount": "-5.00"})
+    h.drain()
+    assert h.methods() == []
+    assert sorted(e.reason or "" for e in h.events("skipped")) == [
+        "sale amount -5.00 is not positive",
+        "sale amount 0.00 is not positive",
+    ]
