@@ -38,7 +38,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing past `limit` bytes without buffering the rest."""
     declared = request.headers.get("content-length")
     # a length with more digits than any body we take is too large without converting it
-    if declared is not None and declared.isdigit() and (len(declared) > 12 or int(declared) > limit):
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 12 or int(declared) > limit)
+    ):
         raise BodyTooLarge
     chunks, size = [], 0
     async for chunk in request.stream():

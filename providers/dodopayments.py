@@ -191,7 +191,7 @@ def _dispute_amount(value: Any, currency: str | None) -> Decimal | None:
     # CLI's mock sends the payment's minor units. Only a whole number is read that way.
     if currency is None or value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if (isinstance(value, int) and value >= 0) or (isinstance(value, str) and value.strip().isdigit()):
         return from_minor_units(value if isinstance(value, int) else value.strip(), currency)
     return None
 

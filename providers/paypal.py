@@ -824,6 +824,8 @@ def _dispute_events(ctx: _Context, dispute: Mapping[str, Any], state: DisputeSta
     currency: str | None = None
     if dispute.get("dispute_amount") is not None:
         amount, currency = _money(dispute["dispute_amount"], "value", "currency_code")
+        if amount < 0:
+            raise ValueError(f"dispute amount {amount} is negative")
     # a dispute names PayPal's transaction id but not whether it was a Checkout capture or a subscription
     # sale: both keys are named, and the one the bridge never booked ends as a no-op
     return [

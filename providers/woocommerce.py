@@ -193,7 +193,7 @@ class WooCommerceAdapter(ProviderAdapter):
 
     def _sale(self, topic: str, order: Json) -> NormalizedEvent:
         currency = normalize_currency(_text(order, "currency"))
-        amount = from_major_units(_decimal_string(order.get("total"), "total"), currency)
+        amount = from_major_units(_order_total(order), currency)
         if amount < 0:
             raise ValueError(f"negative order total {amount}")
         if amount == 0:
@@ -212,7 +212,7 @@ class WooCommerceAdapter(ProviderAdapter):
 
     def _refund(self, topic: str, order: Json, *, full: bool | None) -> NormalizedEvent:
         currency = normalize_currency(_text(order, "currency"))
-        total = from_major_units(_decimal_string(order.get("total"), "total"), currency)
+        total = from_major_units(_order_total(order), currency)
         refunds = _refunds(order)
         refunded = from_major_units(sum(refunds, Decimal(0)), currency) if refunds else None
         if full is None and refunded is not None:
@@ -300,6 +300,13 @@ def _text(order: Json, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"missing {field}")
     return value
+
+
+def _order_total(order: Json) -> Decimal:
+    total = _decimal_string(order.get("total"), "total")
+    if total < 0:
+        raise ValueError(f"total {total} is negative")
+    return total
 
 
 def _decimal_string(value: Any, field: str) -> Decimal:

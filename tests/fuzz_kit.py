@@ -88,6 +88,7 @@ class Subject:
     headers: Mapping[str, str]
     query: str
     seeds: tuple[bytes, ...]
+    seed_names: tuple[str, ...]
     form: bool
     body_signed: bool
     # `verify` alone cannot tell (authenticate does I/O) or the case needs its API server
@@ -178,7 +179,8 @@ def subject(provider: str) -> Subject:
         body=Blob(body),
         headers=headers,
         query=query,
-        seeds=_seeds(case),
+        seeds=tuple(seed for _, seed in _seeds(case)),
+        seed_names=tuple(name for name, _ in _seeds(case)),
         form=case.spec.get("content_type") == "application/x-www-form-urlencoded",
         body_signed=case.spec.get("body_signed", True),
         needs_network=bool(case.spec.get("server")) or overrides(adapter, "authenticate"),
@@ -216,9 +218,10 @@ def _sign(
     return dict(signed.headers), dict(parse_qsl(signed.query_string, keep_blank_values=True))
 
 
-def _seeds(case: ProviderCase) -> tuple[bytes, ...]:
+def _seeds(case: ProviderCase) -> list[tuple[str, Blob]]:
+    """(file name, body) of every fixture file of the provider."""
     files = sorted(p for p in (FIXTURES / case.provider).iterdir() if p.is_file())
-    return tuple(Blob(p.read_bytes()) for p in files if p.name != "e2e.json" and p.suffix != ".md")
+    return [(p.name, Blob(p.read_bytes())) for p in files if p.name != "e2e.json" and p.suffix != ".md"]
 
 
 # --- what a parse result must look like -----------------------------------------------------------------
@@ -256,36 +259,41 @@ def _b64(data: bytes) -> str:
 
 
 # values that break verifiers: overflowing or digit-limit numbers, NUL, separators alone, huge text
-TROUBLE_VALUES = (
-    "",
-    " ",
-    "\t",
-    "0",
-    "-1",
-    "9" * 400,
-    "-" + "9" * 400,
-    "9" * 5000,
-    "1e999",
-    "NaN",
-    "inf",
-    "1754321987.5",
-    "v1,",
-    "v1,=",
-    "v1,!!",
-    "t=,v1=",
-    "t=" + "9" * 400 + ",v1=00",
-    "sha256=",
-    "Basic",
-    "Basic Og==",
-    "Bearer ",
-    "null",
-    "\u00e9",
-    "\u2603",
-    "\x00",
-    ",",
-    ";",
-    "=",
-    "a" * 100_000,
+TROUBLE_VALUES = tuple(
+    map(
+        Text,
+        (
+            "",
+            " ",
+            "\t",
+            "0",
+            "-1",
+            "9" * 400,
+            "-" + "9" * 400,
+            "9" * 5000,
+            "1e999",
+            "NaN",
+            "inf",
+            "1754321987.5",
+            "v1,",
+            "v1,=",
+            "v1,!!",
+            "t=,v1=",
+            "t=" + "9" * 400 + ",v1=00",
+            "sha256=",
+            "Basic",
+            "Basic Og==",
+            "Bearer ",
+            "null",
+            "\u00e9",
+            "\u2603",
+            "\x00",
+            ",",
+            ";",
+            "=",
+            "a" * 100_000,
+        ),
+    )
 )
 
 
@@ -763,37 +771,86 @@ _SWEEP_VALUES: tuple[Any, ...] = (
 )
 
 
+# for every other fixture, only the numbers are swept: they are where money hides
+_NUMBER_SWEEP_VALUES: tuple[Any, ...] = (
+    _DROP,
+    None,
+    "x",
+    -1,
+    "-1",
+    10**30,
+    "1e999999999",
+    ("raw", b"1e999999999"),
+    ("raw", b"NaN"),
+)
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
 def field_sweep(provider: str) -> list[tuple[str, Blob]]:
-    """(label, body): the sale sample with each field in turn dropped or replaced by each of a few bad values."""
+    """(label, body): the sale sample with each field in turn dropped or replaced by each of a few bad values,
+    every other fixture with each number so replaced, and the raw bodies and fixtures themselves."""
     s = subject(provider)
     bodies: list[tuple[str, bytes]] = [(f"raw body {_short(body, 40)}", body) for body in RAW_BODIES]
-    bodies += [(f"fixture #{n}", seed) for n, seed in enumerate(s.seeds)]
+    bodies += list(zip(s.seed_names, s.seeds, strict=True))
+    bodies += _sweep("sale", s.body, s.form, numbers_only=False)
+    for name, seed in zip(s.seed_names, s.seeds, strict=True):
+        if seed != s.body:
+            bodies += _sweep(name, seed, s.form, numbers_only=True)
+    return [(label, Blob(body)) for label, body in bodies]
+
+
+def _sweep(name: str, body: bytes, form: bool, *, numbers_only: bool) -> list[tuple[str, bytes]]:
     try:
-        document = json.loads(s.body)
+        document = json.loads(body)
     except ValueError:
         document = None
     if isinstance(document, dict | list):
-        for index, (_, _, where) in enumerate(_slots(document)):
-            for value in _SWEEP_VALUES:
-                changed = copy.deepcopy(document)
-                container, key, _ = _slots(changed)[index]
-                raw = b""
-                if value is _DROP:
-                    del container[key]
-                    label = f"drop {where}"
-                elif isinstance(value, tuple):
-                    container[key], raw = _MARKER, value[1]
-                    label = f"{where} = {_short(raw, 20)}"
-                else:
-                    container[key] = value
-                    label = f"{where} = {value!r}"
-                text = json.dumps(changed).encode()
-                bodies.append((label, text.replace(json.dumps(_MARKER).encode(), raw) if raw else text))
-    elif s.form:
-        pairs = parse_qsl(s.body.decode("utf-8", "replace"), keep_blank_values=True)
-        for index, (name, _) in enumerate(pairs):
-            bodies.append((f"drop {name}", urlencode(pairs[:index] + pairs[index + 1 :]).encode()))
-            for junk in FORM_JUNK:
-                changed_pairs = [*pairs[:index], (name, junk), *pairs[index + 1 :]]
-                bodies.append((f"{name} = {_short(junk, 20)}", urlencode(changed_pairs).encode()))
-    return [(label, Blob(body)) for label, body in bodies]
+        return _json_sweep(name, document, numbers_only)
+    if form:
+        return _form_sweep(name, body, numbers_only)
+    return []
+
+
+def _json_sweep(name: str, document: Any, numbers_only: bool) -> list[tuple[str, bytes]]:
+    found = []
+    values = _NUMBER_SWEEP_VALUES if numbers_only else _SWEEP_VALUES
+    for index, (container, key, where) in enumerate(_slots(document)):
+        current = container[key]
+        if numbers_only and not _is_number(current):
+            continue
+        for value in values:
+            changed = copy.deepcopy(document)
+            changed_container, changed_key, _ = _slots(changed)[index]
+            raw = b""
+            if value is _DROP:
+                del changed_container[changed_key]
+                label = f"{name}: drop {where}"
+            elif isinstance(value, tuple):
+                changed_container[changed_key], raw = _MARKER, value[1]
+                label = f"{name}: {where} = {_short(raw, 20)}"
+            else:
+                changed_container[changed_key] = value
+                label = f"{name}: {where} = {value!r}"
+            text = json.dumps(changed).encode()
+            found.append((label, text.replace(json.dumps(_MARKER).encode(), raw) if raw else text))
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    # providers send money as JSON numbers or as numeric strings ("400", "12.50")
+    if isinstance(value, str):
+        return bool(_NUMBER.fullmatch(value))
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _form_sweep(name: str, body: bytes, numbers_only: bool) -> list[tuple[str, bytes]]:
+    found = []
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    for index, (field, value) in enumerate(pairs):
+        if numbers_only and not _is_number(value):
+            continue
+        found.append((f"{name}: drop {field}", urlencode(pairs[:index] + pairs[index + 1 :]).encode()))
+        for junk in FORM_JUNK:
+            changed = [*pairs[:index], (field, junk), *pairs[index + 1 :]]
+            found.append((f"{name}: {field} = {_short(junk, 20)}", urlencode(changed).encode()))
+    return found
