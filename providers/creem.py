@@ -15,7 +15,8 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
-from bridge.money import from_minor_units, normalize_currency
+from bridge.money import from_minor_units
+from providers._payload import currency_code, load_json_object
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -82,7 +83,7 @@ class CreemAdapter(ProviderAdapter):
         return SignedRequest(headers={SIGNATURE_HEADER: sign_hmac(secret.encode("utf-8"), body)})
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        envelope = _load(request.body)
+        envelope = load_json_object(request.body)
         event_type = envelope.get("eventType")
         if not isinstance(event_type, str) or not event_type:
             raise PayloadError("missing eventType")
@@ -99,16 +100,6 @@ class CreemAdapter(ProviderAdapter):
             raise PayloadError(f"{event_type}: {exc}") from None
 
 
-def _load(body: bytes) -> dict[str, Any]:
-    try:
-        envelope = json.loads(body, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise PayloadError("body is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise PayloadError("body is not a JSON object")
-    return envelope
-
-
 def _checkout_completed(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
     order = _object(obj, "order")
     transaction_id = _text(order.get("transaction"))
@@ -121,7 +112,7 @@ def _checkout_completed(event_type: str, obj: Mapping[str, Any], occurred_at: da
     else:
         # a one-time order of an older payload: its refund will name the transaction, not the order
         key = f"creem:order:{_required(order, 'order', 'id')}"
-    currency = _currency(order.get("currency"), "order.currency")
+    currency = currency_code(order.get("currency"), "order.currency")
     # amount_paid is what was charged (after discount, tax included, the scale refunds use);
     # older payloads only have amount
     paid_field = "amount_paid" if order.get("amount_paid") is not None else "amount"
@@ -165,24 +156,27 @@ def _subscription_paid(event_type: str, obj: Mapping[str, Any], occurred_at: dat
 def _subscription_payment(obj: Mapping[str, Any], transaction_id: str) -> tuple[Decimal, str]:
     last = _mapping(obj.get("last_transaction"))
     if last.get("amount_paid") is not None and _text(last.get("id")) in (None, transaction_id):
-        currency = _currency(last.get("currency"), "last_transaction.currency")
+        currency = currency_code(last.get("currency"), "last_transaction.currency")
         return from_minor_units(_cents(last["amount_paid"], "last_transaction.amount_paid"), currency), currency
     # The documented payload carries no paid amount, only the product's list price (before tax
     # and discounts); the SDK's subscription entity adds `last_transaction` when it is expanded.
     product = _object(obj, "product")
-    currency = _currency(product.get("currency"), "product.currency")
+    currency = currency_code(product.get("currency"), "product.currency")
     return from_minor_units(_cents(product.get("price"), "product.price"), currency), currency
 
 
 def _refund_created(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
     transaction = _object(obj, "transaction")
     transaction_id = _required(transaction, "transaction", "id")
-    currency = _currency(obj.get("refund_currency") or transaction.get("currency"), "refund_currency")
+    currency = currency_code(obj.get("refund_currency") or transaction.get("currency"), "refund_currency")
     amount = from_minor_units(_cents(obj.get("refund_amount"), "refund_amount"), currency)
     sale_amount: Decimal | None = None
     refunded_total: Decimal | None = None
     full_refund: bool | None = None
-    if transaction.get("currency") is None or _currency(transaction["currency"], "transaction.currency") == currency:
+    if (
+        transaction.get("currency") is None
+        or currency_code(transaction["currency"], "transaction.currency") == currency
+    ):
         sale_amount = _optional_amount(transaction, "amount_paid", currency)
         # refunded_amount is the transaction's running total, this refund included
         refunded_total = _optional_amount(transaction, "refunded_amount", currency)
@@ -209,7 +203,7 @@ def _refund_created(event_type: str, obj: Mapping[str, Any], occurred_at: dateti
 def _dispute_created(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
     transaction = _object(obj, "transaction")
     transaction_id = _required(transaction, "transaction", "id")
-    currency = _currency(obj.get("currency") or transaction.get("currency"), "currency")
+    currency = currency_code(obj.get("currency") or transaction.get("currency"), "currency")
     return NormalizedEvent(
         kind=EventKind.DISPUTE,
         event_type=event_type,
@@ -319,12 +313,6 @@ def _cents(value: Any, field: str) -> int | Decimal:
 def _optional_amount(obj: Mapping[str, Any], field: str, currency: str) -> Decimal | None:
     value = obj.get(field)
     return None if value is None else from_minor_units(_cents(value, field), currency)
-
-
-def _currency(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{field} is not a currency code: {value!r}")
-    return normalize_currency(value)
 
 
 def _text(value: Any) -> str | None:

@@ -9,7 +9,6 @@ environments with separate secrets and no flag in the payload.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -19,6 +18,7 @@ from pydantic import Field
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
+from providers._payload import load_json_object, non_negative_amount
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -91,7 +91,7 @@ class DodoPaymentsAdapter(ProviderAdapter):
         return SignedRequest(headers=standard_webhook_headers(_key(secret), msg_id, timestamp, body))
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        envelope = _load(request.body)
+        envelope = load_json_object(request.body)
         event_type = envelope.get("type")
         data = envelope.get("data")
         if not isinstance(event_type, str) or not event_type:
@@ -119,16 +119,6 @@ def _key(secret: str) -> bytes:
         raise ValueError(f"dodopayments secret must be whsec_<base64>: {exc}") from None
 
 
-def _load(body: bytes) -> dict[str, Any]:
-    try:
-        envelope = json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise PayloadError("body is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise PayloadError("body is not a JSON object")
-    return envelope
-
-
 def _sale(event_type: str, data: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
     payment_id = _required_id(data, "payment_id")
     currency = _currency(data.get("currency"))
@@ -136,7 +126,7 @@ def _sale(event_type: str, data: Mapping[str, Any], occurred_at: datetime | None
         kind=EventKind.SALE,
         event_type=event_type,
         transaction_key=f"dodo:pay:{payment_id}",
-        amount=from_minor_units(_minor(data.get("total_amount"), "total_amount"), currency),
+        amount=from_minor_units(non_negative_amount(data.get("total_amount"), "total_amount"), currency),
         currency=currency,
         customer=_customer(data),
         product_id=_first_product(data.get("product_cart")),
@@ -153,7 +143,7 @@ def _refund(event_type: str, data: Mapping[str, Any], occurred_at: datetime | No
     if data.get("currency") is not None:
         currency = _currency(data["currency"])
         if data.get("amount") is not None:
-            amount = from_minor_units(_minor(data["amount"], "amount"), currency)
+            amount = from_minor_units(non_negative_amount(data["amount"], "amount"), currency)
     is_partial = data.get("is_partial")
     return NormalizedEvent(
         kind=EventKind.REFUND,
@@ -231,14 +221,6 @@ def _required_id(data: Mapping[str, Any], field: str) -> str:
     value = _text(data.get(field))
     if value is None:
         raise PayloadError(f"missing data.{field}")
-    return value
-
-
-def _minor(value: Any, field: str) -> int | Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"data.{field} is not a number of minor units: {value!r}")
-    if value < 0:
-        raise ValueError(f"data.{field} is negative: {value!r}")
     return value
 
 

@@ -9,14 +9,14 @@ and chargebacks name the original order, so they share its key. Amounts are JSON
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
-from bridge.money import from_major_units, normalize_currency
+from bridge.money import from_major_units
+from providers._payload import currency_code, load_json_object
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -106,7 +106,7 @@ class FastSpringAdapter(ProviderAdapter):
         The same set of events posted again is the same delivery, whatever their order or formatting.
         """
         try:
-            events = _load(request.body).get("events")
+            events = load_json_object(request.body).get("events")
             if not isinstance(events, list) or not events:
                 return body_hash(request.body)
             ids = []
@@ -124,7 +124,7 @@ class FastSpringAdapter(ProviderAdapter):
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
         """Every event of the POST, in order. One unreadable event fails the whole POST, which is
         kept for replay: it was stored as one unit and is processed as one."""
-        events = _load(request.body).get("events")
+        events = load_json_object(request.body).get("events")
         if not isinstance(events, list):
             raise PayloadError("missing events array")
         normalized = []
@@ -156,7 +156,7 @@ class FastSpringAdapter(ProviderAdapter):
         order_id = _order_id(data)
         if order_id is None:
             raise PayloadError("missing data.order")
-        currency = _currency(data.get("currency"), "data.currency")
+        currency = currency_code(data.get("currency"), "data.currency")
         amount = self._amount(data, "data", currency)
         if amount == 0:
             return ignored(event_type, "nothing was paid (free order or full discount)")
@@ -183,7 +183,7 @@ class FastSpringAdapter(ProviderAdapter):
         order_id = _order_id(order) if order else _text(raw_order)
         if order_id is None:
             raise PayloadError("missing data.order (the rebill order)")
-        currency = _currency(data.get("currency") or order.get("currency"), "data.currency")
+        currency = currency_code(data.get("currency") or order.get("currency"), "data.currency")
         if self._amount_field == "subtotal":
             if not order:
                 raise PayloadError("amount_field subtotal needs Webhook Expansion (data.order as an object)")
@@ -215,12 +215,14 @@ class FastSpringAdapter(ProviderAdapter):
             raise PayloadError("missing data.original (the returned order)")
         if data.get("completed") is False:
             return ignored(event_type, "return not completed (pending or unsuccessful)")
-        currency = _currency(data.get("currency"), "data.currency")
+        currency = currency_code(data.get("currency"), "data.currency")
         field = "totalReturn" if self._amount_field == "total" else "subtotal"
         amount = _major(data.get(field), f"data.{field}", currency)
         sale_amount: Decimal | None = None
         original_currency = original.get("currency")
-        if original and (original_currency is None or _currency(original_currency, "original.currency") == currency):
+        if original and (
+            original_currency is None or currency_code(original_currency, "original.currency") == currency
+        ):
             sale_field = "total" if self._amount_field == "total" else "subtotal"
             if original.get(sale_field) is not None:
                 sale_amount = _major(original[sale_field], f"data.original.{sale_field}", currency)
@@ -245,7 +247,7 @@ class FastSpringAdapter(ProviderAdapter):
         order_id = _text(data.get("order")) or _text(data.get("id"))
         if order_id is None:
             raise PayloadError("missing data.order")
-        currency = _currency(data["currency"], "data.currency") if data.get("currency") is not None else None
+        currency = currency_code(data["currency"], "data.currency") if data.get("currency") is not None else None
         amount = None
         if currency is not None and data.get("chargebackAmount") is not None:
             amount = _major(data["chargebackAmount"], "data.chargebackAmount", currency)
@@ -268,20 +270,6 @@ class FastSpringAdapter(ProviderAdapter):
 # --- payload helpers --------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name} in JSON")
-
-
-def _load(body: bytes) -> Json:
-    try:
-        payload = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise PayloadError("body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise PayloadError("body is not a JSON object")
-    return payload
-
-
 def _text(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
@@ -299,12 +287,6 @@ def _major(value: Any, field: str, currency: str) -> Decimal:
     if value < 0:
         raise ValueError(f"{field} is negative: {value!r}")
     return from_major_units(value, currency)
-
-
-def _currency(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{field} is not a currency code: {value!r}")
-    return normalize_currency(value)
 
 
 def _mapping(value: Any) -> Json:

@@ -7,7 +7,6 @@ both `order_created` and `subscription_payment_success` (billing_reason `initial
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -15,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
+from providers._payload import load_json_object
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -108,7 +108,7 @@ class LemonSqueezyAdapter(ProviderAdapter):
         Lemon Squeezy documents no delivery id; a manual resend repeats the body, so it dedups too.
         """
         try:
-            payload = _load(request.body)
+            payload = load_json_object(request.body)
             meta, data = payload.get("meta"), payload.get("data")
             if not isinstance(meta, Mapping) or not isinstance(data, Mapping):
                 return body_hash(request.body)
@@ -128,7 +128,7 @@ class LemonSqueezyAdapter(ProviderAdapter):
     # --- parse -------------------------------------------------------------------------------------
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        payload = _load(request.body)
+        payload = load_json_object(request.body)
         meta = payload.get("meta")
         if not isinstance(meta, Mapping):
             raise PayloadError("missing meta object")
@@ -261,23 +261,9 @@ def _refund(
 # --- payload helpers --------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name} in JSON")
-
-
-def _load(body: bytes) -> Json:
-    try:
-        payload = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise PayloadError("body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise PayloadError("body is not a JSON object")
-    return payload
-
-
 def _peek_event_name(body: bytes) -> str | None:
     try:
-        meta = _load(body).get("meta")
+        meta = load_json_object(body).get("meta")
     except PayloadError:
         return None
     event = meta.get("event_name") if isinstance(meta, Mapping) else None

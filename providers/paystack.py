@@ -8,14 +8,14 @@ subscription charge again are ignored, so a payment is counted once. Refunds nam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
-from bridge.money import from_minor_units, normalize_currency
+from bridge.money import from_minor_units
+from providers._payload import currency_code, load_json_object
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -100,7 +100,7 @@ class PaystackAdapter(ProviderAdapter):
         when one endpoint holds both keys.
         """
         try:
-            payload = _load(request.body)
+            payload = load_json_object(request.body)
             event, data = payload.get("event"), payload.get("data")
             if not isinstance(event, str) or not event or not isinstance(data, dict):
                 return body_hash(request.body)
@@ -120,7 +120,7 @@ class PaystackAdapter(ProviderAdapter):
     # --- parse -------------------------------------------------------------------------------------
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        payload = _load(request.body)
+        payload = load_json_object(request.body)
         event = payload.get("event")
         if not isinstance(event, str) or not event:
             raise PayloadError("missing event")
@@ -144,7 +144,7 @@ def _charge_success(event: str, data: Json) -> NormalizedEvent:
     if status is not None and status != "success":
         return ignored(event, f"charge status is {status!r}, not success")
     reference = _required(data, "reference")
-    currency = _currency(data.get("currency"), "data.currency")
+    currency = currency_code(data.get("currency"), "data.currency")
     amount = from_minor_units(_subunits(data.get("amount"), "data.amount"), currency)
     if amount == 0:
         return ignored(event, "nothing was paid")
@@ -168,7 +168,7 @@ def _refund_processed(event: str, data: Json) -> NormalizedEvent:
     reference = _text(data.get("transaction_reference")) or _text(transaction.get("reference"))
     if reference is None:
         raise PayloadError("missing data.transaction_reference")
-    currency = _currency(data.get("currency"), "data.currency")
+    currency = currency_code(data.get("currency"), "data.currency")
     # a string ("5000") in some official samples, a number (20000) in others
     amount = from_minor_units(_subunits(data.get("amount"), "data.amount"), currency)
     return NormalizedEvent(
@@ -205,7 +205,7 @@ def _dispute(event: str, data: Json, state: DisputeState) -> NormalizedEvent:
     reference = _text(transaction.get("reference")) or _text(data.get("transaction_reference"))
     if reference is None:
         raise PayloadError("missing data.transaction.reference")
-    currency = _currency(data.get("currency") or transaction.get("currency"), "data.currency")
+    currency = currency_code(data.get("currency") or transaction.get("currency"), "data.currency")
     amount = None
     if data.get("refund_amount") is not None:
         amount = from_minor_units(_subunits(data["refund_amount"], "data.refund_amount"), currency)
@@ -229,20 +229,6 @@ def _dispute(event: str, data: Json, state: DisputeState) -> NormalizedEvent:
 
 
 # --- payload helpers --------------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name} in JSON")
-
-
-def _load(body: bytes) -> Json:
-    try:
-        payload = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise PayloadError("body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise PayloadError("body is not a JSON object")
-    return payload
 
 
 def _text(value: Any) -> str | None:
@@ -277,12 +263,6 @@ def _subunits(value: Any, field: str) -> int | str | Decimal:
     return value
 
 
-def _currency(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{field} is not a currency code: {value!r}")
-    return normalize_currency(value)
-
-
 def _plan_code(plan: Any) -> str | None:
     # `{}` on one-off charges, the plan object on subscription charges
     if isinstance(plan, dict):
@@ -311,8 +291,8 @@ def _metadata(value: Any) -> dict[str, str]:
     if isinstance(value, str) and value.lstrip().startswith("{"):
         # metadata passed as a JSON string at initialize comes back as that string
         try:
-            value = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
+            value = load_json_object(value.encode())
+        except (PayloadError, UnicodeEncodeError):
             return {}
     if not isinstance(value, dict):
         return {}

@@ -10,14 +10,14 @@ Test and live mode have separate webhooks and secrets and nothing in the payload
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
-from bridge.money import from_minor_units, normalize_currency
+from bridge.money import from_minor_units
+from providers._payload import currency_code, load_json_object, non_negative_amount
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -99,7 +99,7 @@ class RazorpayAdapter(ProviderAdapter):
         return SignedRequest(headers=headers)
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        envelope = _load(request.body)
+        envelope = load_json_object(request.body)
         event_type = envelope.get("event")
         if not isinstance(event_type, str) or not event_type:
             raise PayloadError("missing event")
@@ -122,13 +122,13 @@ class RazorpayAdapter(ProviderAdapter):
 
     def _sale(self, event_type: str, payload: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
         payment = _entity(payload, "payment", required=True)
-        currency = _currency(payment.get("currency"), "payment.currency")
+        currency = currency_code(payment.get("currency"), "payment.currency")
         subscription = _entity(payload, "subscription")
         return NormalizedEvent(
             kind=EventKind.SALE,
             event_type=event_type,
             transaction_key=KEY_PREFIX + _required_text(payment, "id", "payment.id"),
-            amount=from_minor_units(_minor(payment.get("amount"), "payment.amount"), currency),
+            amount=from_minor_units(non_negative_amount(payment.get("amount"), "payment.amount"), currency),
             currency=currency,
             customer=_customer(payment, payload),
             product_id=_text(subscription.get("plan_id")),
@@ -148,18 +148,20 @@ class RazorpayAdapter(ProviderAdapter):
         payment_id = _text(refund.get("payment_id")) or _text(payment.get("id"))
         if payment_id is None:
             raise PayloadError(f"{event_type}: missing refund.payment_id")
-        currency = _currency(refund.get("currency"), "refund.currency")
+        currency = currency_code(refund.get("currency"), "refund.currency")
         sale_amount: Decimal | None = None
         refunded_total: Decimal | None = None
         full_refund: bool | None = None
         if payment:
             # the payment snapshot holds the sale total and the refunded total after this refund
-            payment_currency = _currency(payment.get("currency"), "payment.currency")
+            payment_currency = currency_code(payment.get("currency"), "payment.currency")
             if payment.get("amount") is not None:
-                sale_amount = from_minor_units(_minor(payment["amount"], "payment.amount"), payment_currency)
+                sale_amount = from_minor_units(
+                    non_negative_amount(payment["amount"], "payment.amount"), payment_currency
+                )
             if payment.get("amount_refunded") is not None:
                 refunded_total = from_minor_units(
-                    _minor(payment["amount_refunded"], "payment.amount_refunded"), payment_currency
+                    non_negative_amount(payment["amount_refunded"], "payment.amount_refunded"), payment_currency
                 )
             if payment.get("refund_status") in ("full", "partial"):
                 full_refund = payment["refund_status"] == "full"
@@ -167,7 +169,7 @@ class RazorpayAdapter(ProviderAdapter):
             kind=EventKind.REFUND,
             event_type=event_type,
             transaction_key=KEY_PREFIX + payment_id,
-            amount=from_minor_units(_minor(refund.get("amount"), "refund.amount"), currency),
+            amount=from_minor_units(non_negative_amount(refund.get("amount"), "refund.amount"), currency),
             currency=currency,
             customer=_customer(payment, payload) if payment else CustomerFacts(),
             test_mode=self.settings.sandbox,
@@ -189,9 +191,9 @@ class RazorpayAdapter(ProviderAdapter):
         amount: Decimal | None = None
         currency: str | None = None
         if dispute.get("currency") is not None:
-            currency = _currency(dispute["currency"], "dispute.currency")
+            currency = currency_code(dispute["currency"], "dispute.currency")
             if dispute.get("amount") is not None:
-                amount = from_minor_units(_minor(dispute["amount"], "dispute.amount"), currency)
+                amount = from_minor_units(non_negative_amount(dispute["amount"], "dispute.amount"), currency)
         phase = _text(dispute.get("phase"))
         return NormalizedEvent(
             kind=EventKind.DISPUTE,
@@ -205,16 +207,6 @@ class RazorpayAdapter(ProviderAdapter):
             dispute_state=state,
             reason=f"dispute phase {phase}" if phase else None,
         )
-
-
-def _load(body: bytes) -> dict[str, Any]:
-    try:
-        envelope = json.loads(body, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise PayloadError("body is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise PayloadError("body is not a JSON object")
-    return envelope
 
 
 def _entity(payload: Mapping[str, Any], name: str, *, required: bool = False) -> dict[str, Any]:
@@ -260,21 +252,6 @@ def _required_text(entity: Mapping[str, Any], key: str, label: str) -> str:
     if value is None:
         raise PayloadError(f"missing {label}")
     return value
-
-
-def _minor(value: Any, field: str) -> int | Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"{field} is not a number of minor units: {value!r}")
-    if value < 0:
-        # refunds and disputes are their own events; a negative amount is never a payment
-        raise ValueError(f"{field} is negative: {value!r}")
-    return value
-
-
-def _currency(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{field} is not a currency code: {value!r}")
-    return normalize_currency(value)
 
 
 def _text(value: Any) -> str | None:

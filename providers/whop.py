@@ -24,7 +24,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
-from bridge.money import from_major_units, normalize_currency
+from bridge.money import from_major_units
+from providers._payload import currency_code, load_json_object, non_negative_amount
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -168,7 +169,7 @@ class WhopAdapter(ProviderAdapter):
     # --- parsing -------------------------------------------------------------------------------
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        envelope = _load(request.body)
+        envelope = load_json_object(request.body)
         # v1 names the event `type`; legacy v2/v5 bodies name it `action`
         event_type = envelope.get("type") or envelope.get("action")
         if not isinstance(event_type, str) or not event_type:
@@ -192,10 +193,10 @@ class WhopAdapter(ProviderAdapter):
 
     def _sale(self, event_type: str, data: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
         payment_id = _required_id(data, "id", "data.id")
-        currency = _currency(data.get("currency"), "data.currency")
+        currency = currency_code(data.get("currency"), "data.currency")
         # v1 `total`; legacy payloads only have `final_amount`
         total = data.get("total") if data.get("total") is not None else data.get("final_amount")
-        amount = from_major_units(_major(total, "data.total"), currency)
+        amount = from_major_units(non_negative_amount(total, "data.total"), currency)
         if amount == 0:
             # free plans, 100 % promo codes and trial starts succeed at 0; a sale of nothing earns nothing
             return ignored(event_type, "payment total is 0 (free plan, full discount or trial start)")
@@ -220,17 +221,18 @@ class WhopAdapter(ProviderAdapter):
         payment_id = _id_of(payment) or _text(data.get("payment_id"))
         if payment_id is None:
             raise PayloadError(f"{event_type}: missing data.payment.id")
-        currency = _currency(data.get("currency"), "data.currency")
+        currency = currency_code(data.get("currency"), "data.currency")
         sale_amount: Decimal | None = None
         if payment.get("total") is not None and payment.get("currency") is not None:
             sale_amount = from_major_units(
-                _major(payment["total"], "data.payment.total"), _currency(payment["currency"], "data.payment.currency")
+                non_negative_amount(payment["total"], "data.payment.total"),
+                currency_code(payment["currency"], "data.payment.currency"),
             )
         return NormalizedEvent(
             kind=EventKind.REFUND,
             event_type=event_type,
             transaction_key=KEY_PREFIX + payment_id,
-            amount=from_major_units(_major(data.get("amount"), "data.amount"), currency),
+            amount=from_major_units(non_negative_amount(data.get("amount"), "data.amount"), currency),
             currency=currency,
             customer=_customer(payment),
             test_mode=self.settings.sandbox,
@@ -251,9 +253,9 @@ class WhopAdapter(ProviderAdapter):
         amount: Decimal | None = None
         currency: str | None = None
         if data.get("currency") is not None:
-            currency = _currency(data["currency"], "data.currency")
+            currency = currency_code(data["currency"], "data.currency")
             if data.get("amount") is not None:
-                amount = from_major_units(_major(data["amount"], "data.amount"), currency)
+                amount = from_major_units(non_negative_amount(data["amount"], "data.amount"), currency)
         return NormalizedEvent(
             kind=EventKind.DISPUTE,
             event_type=event_type,
@@ -266,16 +268,6 @@ class WhopAdapter(ProviderAdapter):
             dispute_state=state,
             reason="resolved by Visa RDR" if data.get("visa_rdr") is True else None,
         )
-
-
-def _load(body: bytes) -> dict[str, Any]:
-    try:
-        envelope = json.loads(body, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise PayloadError("body is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise PayloadError("body is not a JSON object")
-    return envelope
 
 
 def _customer(payment: Mapping[str, Any]) -> CustomerFacts:
@@ -301,21 +293,6 @@ def _metadata(value: Any) -> dict[str, str]:
         elif isinstance(item, str | int | Decimal):
             flat[str(key)] = str(item)
     return flat
-
-
-def _major(value: Any, field: str) -> int | Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"{field} is not an amount: {value!r}")
-    if value < 0:
-        # refunds and disputes are their own events; a negative amount is never a payment
-        raise ValueError(f"{field} is negative: {value!r}")
-    return value
-
-
-def _currency(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{field} is not a currency code: {value!r}")
-    return normalize_currency(value)
 
 
 def _object(value: Any) -> dict[str, Any]:

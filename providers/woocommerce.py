@@ -13,7 +13,6 @@ exact shape is acknowledged without being stored.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from pydantic import Field, field_validator
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, normalize_currency, to_decimal
+from providers._payload import load_json_object
 from providers.base import (
     AcknowledgeOnly,
     AdapterOptions,
@@ -151,7 +151,7 @@ class WooCommerceAdapter(ProviderAdapter):
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
         if _PING.fullmatch(request.body):
             return [ignored("ping", "webhook ping sent when a webhook is saved; no order")]
-        order = _load(request.body)
+        order = load_json_object(request.body)
         topic = request.header(TOPIC_HEADER)
         if not topic:
             if "order_key" not in order:
@@ -267,16 +267,6 @@ _ENTITY_PADDING = (
     (re.compile(r"&#0*38;"), "&#038;"),
     (re.compile(r"&#x0*26;", re.IGNORECASE), "&#x26;"),
 )
-
-
-def _load(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise PayloadError("body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise PayloadError("body is not a JSON object")
-    return payload
 
 
 def _ignored_reason(topic: str) -> str:

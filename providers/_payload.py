@@ -1,0 +1,45 @@
+"""Reading provider payloads: the JSON loading and field checks every adapter needs, written once.
+
+Each helper turns a malformed value into `PayloadError` or `ValueError` (which adapters turn into
+`PayloadError`), never into another exception, so a stored call that cannot be read is kept for replay.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, NoReturn
+
+from bridge.money import normalize_currency
+from providers.base import PayloadError
+
+
+def _non_finite(name: str) -> NoReturn:
+    raise ValueError(f"non-finite number {name} in JSON")
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; floats as exact `Decimal`, NaN/Infinity and absurd nesting refused."""
+    try:
+        payload = json.loads(body, parse_float=Decimal, parse_constant=_non_finite)
+    except (ValueError, RecursionError):
+        raise PayloadError("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise PayloadError("body is not a JSON object")
+    return payload
+
+
+def currency_code(value: Any, field: str) -> str:
+    """An ISO 4217 code, upper-cased (Polar and Gumroad send `usd`)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{field} is not a currency code: {value!r}")
+    return normalize_currency(value)
+
+
+def non_negative_amount(value: Any, field: str) -> int | Decimal:
+    """A JSON number for money: never a boolean, a string or a negative (refunds are their own events)."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError(f"{field} is not a number: {value!r}")
+    if value < 0:
+        raise ValueError(f"{field} is negative: {value!r}")
+    return value

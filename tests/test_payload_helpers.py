@@ -1,0 +1,26 @@
+from decimal import Decimal
+
+import pytest
+
+from providers._payload import currency_code, load_json_object, non_negative_amount
+from providers.base import PayloadError
+
+
+def test_json_objects_keep_exact_decimals() -> None:
+    assert load_json_object(b'{"amount": 19.99, "id": 123}') == {"amount": Decimal("19.99"), "id": 123}
+
+
+@pytest.mark.parametrize("body", [b"[]", b"not json", b'{"a": NaN}', b'{"a": Infinity}', b"[" * 100_000, b"\xff"])
+def test_anything_else_is_a_payload_error(body: bytes) -> None:
+    with pytest.raises(PayloadError):
+        load_json_object(body)
+
+
+def test_field_checks() -> None:
+    assert currency_code("usd", "currency") == "USD"
+    assert non_negative_amount(Decimal("0"), "total") == 0
+    for bad in (True, "10", -1, Decimal("-0.01"), None):
+        with pytest.raises(ValueError):
+            non_negative_amount(bad, "total")
+    with pytest.raises(ValueError, match="currency is not a currency code"):
+        currency_code(840, "currency")
