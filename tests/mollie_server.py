@@ -10,21 +10,19 @@ can call before it sends a fixture (see WEBHOOK_STATES). Faults: `fail_next` (an
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mollie"
 API_KEY = "live_bridgeTestKeyNotARealMollieKey"
@@ -75,70 +73,32 @@ class MollieServer:
         self._customers: dict[str, dict[str, Any]] = {}
         self._requests: list[ApiRequest] = []
         self._faults: list[_Fault] = []
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._port = 0
         self.reset()
         routes = [
             Route("/v2/payments/{id}", self._get_payment, methods=["GET"]),
             Route("/v2/customers/{id}", self._get_customer, methods=["GET"]),
         ]
-        config = uvicorn.Config(
-            Starlette(routes=routes),
-            host="127.0.0.1",
-            port=0,
-            http="h11",
-            ws="none",
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=2,
-        )
-        self._uvicorn = uvicorn.Server(config)
+        self._http = LoopbackServer(Starlette(routes=routes), "Mollie test server")
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """Base URL ending in /v2, what the adapter's `api_base_url` takes."""
-        return f"http://127.0.0.1:{self._port}/v2"
+        return f"http://127.0.0.1:{self._http.port}/v2"
 
     def start(self, timeout: float = 10.0) -> Self:
-        if self._thread is not None or self._uvicorn.started:
-            raise RuntimeError("a MollieServer starts once; create a new one")
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the Mollie test server did not start")
-            time.sleep(0.005)
-        self._port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        self._http.start(timeout)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        self._uvicorn.should_exit = True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._uvicorn.force_exit = True
-            self._thread.join(timeout)
-        self._thread = None
+        self._http.stop(timeout)
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        await self._uvicorn.serve()
 
     # -- state and controls (test thread) ---------------------------------------------------------------
 
@@ -207,7 +167,7 @@ class MollieServer:
             fault = self._take_fault(request.url.path)
             found = table.get(key)
         if fault is not None and fault.seconds > 0:
-            await self._sleep(fault.seconds)
+            await self._http.sleep(fault.seconds)
         if not authorized:
             status, body = 401, _error(401, "Unauthorized Request", "Missing authentication, or failed to authenticate")
         elif fault is not None and fault.seconds == 0:
@@ -226,11 +186,6 @@ class MollieServer:
                 fault.remaining -= 1
                 return fault
         return None
-
-    async def _sleep(self, seconds: float) -> None:
-        assert self._stopping is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
 
 def _error(status: int, title: str, detail: str) -> dict[str, Any]:

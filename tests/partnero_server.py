@@ -9,8 +9,6 @@ bridge under test talks to `url` from another process.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import random
 import threading
@@ -23,13 +21,14 @@ from decimal import Decimal
 from typing import Any, Literal, Self
 from urllib.parse import urlencode
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.loopback import LoopbackServer
 
 UnknownCustomer = Literal["404", "422", "accept"]
 DuplicateCustomer = Literal["422", "409"]
@@ -149,10 +148,6 @@ class PartneroServer:
         self._faults: list[_Fault] = []
         self._chaos: tuple[float, random.Random, str | None, str | None] | None = None
         self._in_flight: Counter[str] = Counter()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._port = 0
         routes = [
             self._route("/v1/test", False, GET=self._test),
             self._route(
@@ -169,68 +164,27 @@ class PartneroServer:
             self._route("/v1/customers/{key:path}", False, GET=self._get_customer),
         ]
         app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            http="h11",
-            ws="none",
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=2,
-        )
-        self._uvicorn = uvicorn.Server(config)
+        self._http = LoopbackServer(app, "Partnero test server")
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """Base URL ending in /v1, e.g. http://127.0.0.1:54321/v1."""
-        return f"http://127.0.0.1:{self._port}/v1"
+        return f"http://127.0.0.1:{self._http.port}/v1"
 
     def start(self, timeout: float = 10.0) -> Self:
-        if self._thread is not None or self._uvicorn.started:
-            raise RuntimeError("a PartneroServer starts once; create a new one")
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the Partnero test server did not start")
-            time.sleep(0.005)
-        sockets = self._uvicorn.servers[0].sockets
-        self._port = sockets[0].getsockname()[1]
+        self._http.start(timeout)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop promptly: hung and slow requests are woken and answered, then uvicorn shuts down."""
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        self._uvicorn.should_exit = True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._uvicorn.force_exit = True
-            self._thread.join(timeout)
-        self._thread = None
+        self._http.stop(timeout)
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        await self._uvicorn.serve()
-
-    async def _sleep(self, seconds: float) -> None:
-        assert self._stopping is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     # -- state and controls (test thread) ---------------------------------------------------------------
 
@@ -384,7 +338,7 @@ class PartneroServer:
             in_flight = self._in_flight[key] if key is not None else 0
         try:
             if self.latency > 0:
-                await self._sleep(self.latency)
+                await self._http.sleep(self.latency)
             status, body, headers = self._answer(call, handler, authorized, fault)
         finally:
             if key is not None:
@@ -407,7 +361,7 @@ class PartneroServer:
             self._requests.append(record)
         if fault is not None and fault.kind == "hang":
             # Deliberately outside the in-flight window: the client has given up, its retry is not concurrent.
-            await self._sleep(fault.seconds)
+            await self._http.sleep(fault.seconds)
         response = _response(status, body, headers)
         if fault is not None and fault.kind == "break":
             return _BrokenResponse(response.body, response.status_code, dict(response.headers))

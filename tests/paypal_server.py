@@ -10,19 +10,16 @@ sends them, verify; it knows the certificates in `certificates` (the test simula
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import secrets
 import threading
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-import uvicorn
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -33,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from providers.paypal import load_simulator, signed_message, simulator_url
+from tests.loopback import LoopbackServer
 
 SIMULATOR_FILE = Path(__file__).resolve().parent / "fixtures" / "paypal" / "simulator.pem"
 
@@ -65,48 +63,27 @@ class PayPalServer:
         self._tokens: set[str] = set()
         self._calls: list[RecordedCall] = []
         self._failures: list[int] = []
-        self._thread: threading.Thread | None = None
-        self._port = 0
         app = Starlette(
             routes=[
                 Route("/v1/oauth2/token", self._token, methods=["POST"]),
                 Route("/v1/notifications/verify-webhook-signature", self._verify, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, http="h11", ws="none", lifespan="off", access_log=False, log_config=None
-        )
-        self._uvicorn = uvicorn.Server(config)
+        self._http = LoopbackServer(app, "PayPal test server")
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """The API base URL, e.g. http://127.0.0.1:54321 (PayPal's is https://api-m.paypal.com)."""
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self._http.port}"
 
     def start(self, timeout: float = 10.0) -> Self:
-        if self._thread is not None:
-            raise RuntimeError("a PayPalServer starts once; create a new one")
-        self._thread = threading.Thread(target=asyncio.run, args=(self._uvicorn.serve(),), daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the PayPal test server did not start")
-            time.sleep(0.005)
-        self._port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        self._http.start(timeout)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        self._uvicorn.should_exit = True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._uvicorn.force_exit = True
-            self._thread.join(timeout)
-        self._thread = None
+        self._http.stop(timeout)
 
     def __enter__(self) -> Self:
         return self.start()
