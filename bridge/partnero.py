@@ -162,7 +162,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return max(0.0, float(value))  # delay-seconds form
     except ValueError:
         pass
     from email.utils import parsedate_to_datetime

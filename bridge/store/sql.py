@@ -167,7 +167,7 @@ class SQLTransaction:
         rows = self._x(
             f"SELECT {_CALL_COLUMNS} FROM calls WHERE status = ? AND (not_before IS NULL OR not_before <= ?)"
             " ORDER BY id LIMIT ?",
-            (CallStatus.RECEIVED.value, now if now is not None else float("inf"), limit),
+            (CallStatus.RECEIVED.value, now if now is not None else float("inf"), limit),  # unix seconds
         ).fetchall()
         return [_call(r) for r in rows]
 
@@ -409,7 +409,7 @@ class SQLTransaction:
             "SELECT MIN(t) FROM (SELECT MIN(next_attempt_at) AS t FROM operations WHERE status = 'pending'"
             " UNION ALL SELECT MIN(COALESCE(not_before, received_at)) FROM calls WHERE status = 'received') AS due"
         ).fetchone()
-        return None if row[0] is None else float(row[0])
+        return None if row[0] is None else float(row[0])  # unix seconds
 
     def add_attempt(self, attempt: Attempt) -> None:
         self._x(
