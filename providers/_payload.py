@@ -43,3 +43,26 @@ def non_negative_amount(value: Any, field: str) -> int | Decimal:
     if value < 0:
         raise ValueError(f"{field} is negative: {value!r}")
     return value
+
+
+def flat_metadata(value: Any) -> dict[str, str]:
+    """Checkout custom data as strings: scalars kept (booleans as true/false), nested values and null
+    skipped; anything but an object (Razorpay's empty notes arrive as []) is no metadata."""
+    if not isinstance(value, dict):
+        return {}
+    flat: dict[str, str] = {}
+    for key, item in value.items():
+        if isinstance(item, bool):
+            flat[str(key)] = "true" if item else "false"
+        elif isinstance(item, str | int | Decimal):
+            flat[str(key)] = str(item)
+    return flat
+
+
+def scalar_text(value: Any) -> str | None:
+    """An id or name as text: strings and integers (ids above 2**53 stay exact), never booleans."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str | int):
+        return str(value) or None
+    return None

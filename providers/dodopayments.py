@@ -18,7 +18,7 @@ from pydantic import Field
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
-from providers._payload import load_json_object, non_negative_amount
+from providers._payload import flat_metadata, load_json_object, non_negative_amount, scalar_text
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -154,7 +154,7 @@ def _refund(event_type: str, data: Mapping[str, Any], occurred_at: datetime | No
         customer=_customer(data),
         occurred_at=occurred_at,
         full_refund=(not is_partial) if isinstance(is_partial, bool) else None,
-        refund_id=_text(data.get("refund_id")),
+        refund_id=scalar_text(data.get("refund_id")),
     )
 
 
@@ -191,34 +191,22 @@ def _customer(data: Mapping[str, Any]) -> CustomerFacts:
     if not isinstance(customer, dict):
         customer = {}
     return CustomerFacts(
-        email=_text(customer.get("email")),
-        customer_id=_text(customer.get("customer_id")),
-        name=_text(customer.get("name")),
-        metadata=_metadata(data.get("metadata")),
+        email=scalar_text(customer.get("email")),
+        customer_id=scalar_text(customer.get("customer_id")),
+        name=scalar_text(customer.get("name")),
+        metadata=flat_metadata(data.get("metadata")),
     )
-
-
-def _metadata(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    flat: dict[str, str] = {}
-    for key, item in value.items():
-        if isinstance(item, bool):
-            flat[str(key)] = "true" if item else "false"
-        elif isinstance(item, str | int | Decimal):
-            flat[str(key)] = str(item)
-    return flat
 
 
 def _first_product(cart: Any) -> str | None:
     # `product_cart` lists one-time purchases; subscription charges carry none
     if isinstance(cart, list) and cart and isinstance(cart[0], dict):
-        return _text(cart[0].get("product_id"))
+        return scalar_text(cart[0].get("product_id"))
     return None
 
 
 def _required_id(data: Mapping[str, Any], field: str) -> str:
-    value = _text(data.get(field))
+    value = scalar_text(data.get(field))
     if value is None:
         raise PayloadError(f"missing data.{field}")
     return value
@@ -228,14 +216,6 @@ def _currency(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"data.currency is not a currency code: {value!r}")
     return normalize_currency(value)
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str | int):
-        return str(value) or None
-    return None
 
 
 def _timestamp(value: Any) -> datetime | None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units
-from providers._payload import currency_code, load_json_object, non_negative_amount
+from providers._payload import currency_code, flat_metadata, load_json_object, non_negative_amount, scalar_text
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -131,7 +131,7 @@ class RazorpayAdapter(ProviderAdapter):
             amount=from_minor_units(non_negative_amount(payment.get("amount"), "payment.amount"), currency),
             currency=currency,
             customer=_customer(payment, payload),
-            product_id=_text(subscription.get("plan_id")),
+            product_id=scalar_text(subscription.get("plan_id")),
             product_type="subscription" if subscription else None,
             test_mode=self.settings.sandbox,
             occurred_at=occurred_at,
@@ -145,7 +145,7 @@ class RazorpayAdapter(ProviderAdapter):
         if event_type == "refund.created" and status != "processed":
             return ignored(event_type, f"refund status is {status!r}; the refund is booked from refund.processed")
         payment = _entity(payload, "payment")
-        payment_id = _text(refund.get("payment_id")) or _text(payment.get("id"))
+        payment_id = scalar_text(refund.get("payment_id")) or scalar_text(payment.get("id"))
         if payment_id is None:
             raise PayloadError(f"{event_type}: missing refund.payment_id")
         currency = currency_code(refund.get("currency"), "refund.currency")
@@ -177,7 +177,7 @@ class RazorpayAdapter(ProviderAdapter):
             full_refund=full_refund,
             refunded_total=refunded_total,
             sale_amount=sale_amount,
-            refund_id=_text(refund.get("id")),
+            refund_id=scalar_text(refund.get("id")),
         )
 
     def _dispute(
@@ -185,7 +185,7 @@ class RazorpayAdapter(ProviderAdapter):
     ) -> NormalizedEvent:
         dispute = _entity(payload, "dispute", required=True)
         payment = _entity(payload, "payment")
-        payment_id = _text(dispute.get("payment_id")) or _text(payment.get("id"))
+        payment_id = scalar_text(dispute.get("payment_id")) or scalar_text(payment.get("id"))
         if payment_id is None:
             raise PayloadError(f"{event_type}: missing dispute.payment_id")
         amount: Decimal | None = None
@@ -194,7 +194,7 @@ class RazorpayAdapter(ProviderAdapter):
             currency = currency_code(dispute["currency"], "dispute.currency")
             if dispute.get("amount") is not None:
                 amount = from_minor_units(non_negative_amount(dispute["amount"], "dispute.amount"), currency)
-        phase = _text(dispute.get("phase"))
+        phase = scalar_text(dispute.get("phase"))
         return NormalizedEvent(
             kind=EventKind.DISPUTE,
             event_type=event_type,
@@ -226,40 +226,19 @@ def _customer(payment: Mapping[str, Any], payload: Mapping[str, Any]) -> Custome
     # own notes win where both have a key.
     metadata: dict[str, str] = {}
     for source in (subscription, _entity(payload, "order"), payment):
-        metadata.update(_notes(source.get("notes")))
+        metadata.update(flat_metadata(source.get("notes")))
     return CustomerFacts(
-        email=_text(payment.get("email")),
-        customer_id=_text(payment.get("customer_id")) or _text(subscription.get("customer_id")),
+        email=scalar_text(payment.get("email")),
+        customer_id=scalar_text(payment.get("customer_id")) or scalar_text(subscription.get("customer_id")),
         metadata=metadata,
     )
 
 
-def _notes(value: Any) -> dict[str, str]:
-    # Razorpay serialises empty notes as [] (a PHP empty array), filled notes as an object
-    if not isinstance(value, dict):
-        return {}
-    flat: dict[str, str] = {}
-    for key, item in value.items():
-        if isinstance(item, bool):
-            flat[str(key)] = "true" if item else "false"
-        elif isinstance(item, str | int | Decimal):
-            flat[str(key)] = str(item)
-    return flat
-
-
 def _required_text(entity: Mapping[str, Any], key: str, label: str) -> str:
-    value = _text(entity.get(key))
+    value = scalar_text(entity.get(key))
     if value is None:
         raise PayloadError(f"missing {label}")
     return value
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str | int):
-        return str(value) or None
-    return None
 
 
 def _timestamp(value: Any) -> datetime | None:

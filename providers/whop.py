@@ -25,7 +25,7 @@ from pydantic import Field
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units
-from providers._payload import currency_code, load_json_object, non_negative_amount
+from providers._payload import currency_code, flat_metadata, load_json_object, non_negative_amount, scalar_text
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -207,8 +207,8 @@ class WhopAdapter(ProviderAdapter):
             amount=amount,
             currency=currency,
             customer=_customer(data),
-            product_id=_id_of(data.get("product")) or _text(data.get("product_id")),
-            product_type=_id_of(data.get("plan")) or _text(data.get("plan_id")),
+            product_id=_id_of(data.get("product")) or scalar_text(data.get("product_id")),
+            product_type=_id_of(data.get("plan")) or scalar_text(data.get("plan_id")),
             test_mode=self.settings.sandbox,
             occurred_at=occurred_at,
         )
@@ -218,7 +218,7 @@ class WhopAdapter(ProviderAdapter):
         if status != "succeeded":
             return ignored(event_type, f"refund status is {status!r}; only a succeeded refund moves money")
         payment = _object(data.get("payment"))
-        payment_id = _id_of(payment) or _text(data.get("payment_id"))
+        payment_id = _id_of(payment) or scalar_text(data.get("payment_id"))
         if payment_id is None:
             raise PayloadError(f"{event_type}: missing data.payment.id")
         currency = currency_code(data.get("currency"), "data.currency")
@@ -247,7 +247,7 @@ class WhopAdapter(ProviderAdapter):
         if state is None:
             return ignored(event_type, f"dispute status is {status!r}; only chargebacks and their outcome are used")
         payment = _object(data.get("payment"))
-        payment_id = _id_of(payment) or _text(data.get("payment_id"))
+        payment_id = _id_of(payment) or scalar_text(data.get("payment_id"))
         if payment_id is None:
             raise PayloadError(f"{event_type}: missing data.payment.id")
         amount: Decimal | None = None
@@ -276,23 +276,11 @@ def _customer(payment: Mapping[str, Any]) -> CustomerFacts:
         user = {}
     return CustomerFacts(
         # null unless the app or API key has the member:email:read permission
-        email=_text(user.get("email")),
-        customer_id=_text(user.get("id")) or _text(payment.get("user_id")),
-        name=_text(user.get("name")),
-        metadata=_metadata(payment.get("metadata")),
+        email=scalar_text(user.get("email")),
+        customer_id=scalar_text(user.get("id")) or scalar_text(payment.get("user_id")),
+        name=scalar_text(user.get("name")),
+        metadata=flat_metadata(payment.get("metadata")),
     )
-
-
-def _metadata(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    flat: dict[str, str] = {}
-    for key, item in value.items():
-        if isinstance(item, bool):
-            flat[str(key)] = "true" if item else "false"
-        elif isinstance(item, str | int | Decimal):
-            flat[str(key)] = str(item)
-    return flat
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -300,22 +288,14 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _id_of(value: Any) -> str | None:
-    return _text(value.get("id")) if isinstance(value, dict) else None
+    return scalar_text(value.get("id")) if isinstance(value, dict) else None
 
 
 def _required_id(data: Mapping[str, Any], key: str, label: str) -> str:
-    value = _text(data.get(key))
+    value = scalar_text(data.get(key))
     if value is None:
         raise PayloadError(f"missing {label}")
     return value
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str | int):
-        return str(value) or None
-    return None
 
 
 def _timestamp(value: Any) -> datetime | None:

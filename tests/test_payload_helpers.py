@@ -24,3 +24,12 @@ def test_field_checks() -> None:
             non_negative_amount(bad, "total")
     with pytest.raises(ValueError, match="currency is not a currency code"):
         currency_code(840, "currency")
+
+
+def test_flat_metadata_and_scalar_text() -> None:
+    from providers._payload import flat_metadata, scalar_text
+
+    raw = {"user_id": "u1", "n": 7, "vip": True, "price": Decimal("9.50"), "nested": {"a": 1}, "none": None}
+    assert flat_metadata(raw) == {"user_id": "u1", "n": "7", "vip": "true", "price": "9.50"}
+    assert flat_metadata([]) == {}
+    assert (scalar_text(820982911946154508), scalar_text(""), scalar_text(True)) == ("820982911946154508", None, None)
