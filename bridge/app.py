@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bridge.checkout import render_script
 from bridge.config import Config, Endpoint
 from bridge.delivery import Worker
 from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
@@ -153,8 +154,6 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
         return JSONResponse({"status": "accepted"}, status_code=202)
 
     async def checkout_script(request: Request) -> Response:
-        from bridge.checkout import render_script
-
         return Response(
             render_script(),
             media_type="application/javascript; charset=utf-8",
