@@ -280,10 +280,16 @@ def serve_command(path: str, host: str | None, port: int | None, log_level: str,
     config = _load(path)
     if config is None:
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve(config, host or config.server.host, port if port is not None else config.server.port, with_worker)
-        )
+    from bridge.store.base import StoreInUse
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                serve(config, host or config.server.host, port if port is not None else config.server.port, with_worker)
+            )
+    except StoreInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -354,6 +360,7 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
             reason = "dry_run: true" if endpoint.partnero.dry_run else "no partnero.api_key"
             log.warning("DRY RUN for endpoint %s (%s): events are recorded, nothing is sent", endpoint.name, reason)
     store = open_store(config.store)
+    await store.hold_exclusive()
     await store.open()
     worker = Worker(config, store) if with_worker else None
     app = create_app(config, store, worker)

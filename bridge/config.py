@@ -71,6 +71,10 @@ class DeliverySettings(_Model):
     max_backoff_seconds: float = Field(default=3600.0, gt=0)
     timeout_seconds: float = Field(default=15.0, gt=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # the circuit breaker per Partnero program (docs/delivery.md): consecutive failure waves that open
+    # it, and the longest pause between probes while it is open, so a healed Partnero is seen quickly
+    breaker_threshold: int = Field(default=3, ge=1)
+    breaker_max_pause_seconds: float = Field(default=30.0, gt=0)
     # how long a claimed call or operation stays with its process; after a crash another process takes
     # it over once this runs out (default: three request timeouts plus 30 s)
     lease_seconds: float | None = Field(default=None, gt=0)

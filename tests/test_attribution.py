@@ -133,7 +133,7 @@ def test_sale_right_after_a_pending_signup_waits_for_it(
     )
     _post(bridge, _ls_order("7001", {"user_id": "user-4"}))
     partnero.wait_for(lambda s: len(s.live_transactions()) == 1, timeout=20)
-    order = [(r.method, r.path, r.status) for r in partnero.requests if r.status < 300]
+    order = [(r.method, r.path, r.status) for r in partnero.requests if r.status < 300 and r.path != "/v1/test"]
     assert order == [("POST", "/v1/customers", 200), ("POST", "/v1/transactions", 200)]
     assert partnero.live_transactions()[0].partner_key == "ptr_anna"
 

@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import pytest
 
 from bridge.config import Config, DeliverySettings, Endpoint, EndpointSettings, PartneroSettings, ServerSettings
-from bridge.delivery import Worker, backoff_seconds
+from bridge.delivery import Worker
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent
+from bridge.flow import backoff_seconds
 from bridge.store.base import EventFilter, EventView, Operation, OpStatus, Store, StoredCall
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SQLiteStore
@@ -306,12 +307,15 @@ def test_validation_error_is_dead_with_partneros_message(make: Any, partnero: Pa
 
 def test_gives_up_after_max_attempts(make: Any, partnero: PartneroServer) -> None:
     h = make()
-    partnero.fail_next(10, status=500, method="POST")
-    partnero.fail_next(10, status=500, method="GET")
+    # Partnero refuses this one payment while it is otherwise up (its key check answers)
+    partnero.fail_next(10, status=500, method="POST", path="/v1/transactions")
+    partnero.fail_next(10, status=500, method="GET", path="/v1/transactions")
     h.receive({"key": "t:10"})
     h.drain()
-    # a 500 may come after a commit, so every retry first looks the key up
-    assert h.methods() == ["POST", "GET", "GET", "GET"]
+    # a 500 may come after a commit, so every retry first looks the key up; the third failure opens
+    # the breaker, whose probe finds Partnero up, so that one was not the payment's own and is not counted
+    assert h.methods() == ["POST", "GET", "GET", "GET", "GET"]
+    assert [r.path for r in partnero.requests].count("/v1/test") == 1
     op = h.operation("create:t:10")
     assert op.status is OpStatus.DEAD
     assert op.reason and op.reason.startswith("gave up after 4 attempts")
@@ -450,8 +454,9 @@ def test_provider_api_down_defers_the_read_then_gives_up(make: Any, partnero: Pa
 
 def test_partnero_down_pauses_the_whole_program_instead_of_hammering(make: Any, partnero: PartneroServer) -> None:
     h = make()
-    h.worker._health[h.endpoint.partnero.scope].initial = 0.3
-    h.worker._health[h.endpoint.partnero.scope].maximum = 0.6
+    breaker = h.worker._breakers[h.endpoint.partnero.scope]
+    breaker.initial_pause = breaker.pause = 0.3
+    breaker.max_pause = 0.6
     partnero.fail_next(10_000, status=503)
     h.receive(*({"key": f"t:down{i}"} for i in range(10)))
     h.run(h.worker.process_received())
@@ -493,8 +498,8 @@ def test_a_failed_look_up_keeps_the_attempt_uncertain(make: Any, partnero: Partn
     """Found by the fault-injection run: a 429 on the look-up must not clear the maybe-sent mark."""
     h = make()
     partnero.break_next(1, commit=True, method="POST")
-    partnero.rate_limit_next(1, retry_after=0, method="GET")
-    partnero.break_next(1, commit=False, method="GET")
+    partnero.rate_limit_next(1, retry_after=0, method="GET", path="/v1/transactions")
+    partnero.break_next(1, commit=False, method="GET", path="/v1/transactions")
     h.receive({"key": "t:lookup"})
     h.drain()
     assert h.methods() == ["POST", "GET", "GET", "GET"]

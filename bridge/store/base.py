@@ -40,6 +40,37 @@ class EventStatus(StrEnum):
 FINAL_OP_STATUSES = (OpStatus.DELIVERED, OpStatus.SKIPPED, OpStatus.DEAD)
 
 
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why, without the values involved."""
+
+
+class UnstorableText(StoreError):
+    """Text that one of the engines cannot hold: PostgreSQL refuses NUL, UTF-8 refuses lone surrogates.
+
+    Both engines refuse it the same way, before the driver sees it, so a call carrying such a value
+    fails alike on SQLite and on PostgreSQL instead of being stored on one and rejected on the other."""
+
+    def __init__(self) -> None:
+        super().__init__("a value holds a NUL character or a lone UTF-16 surrogate, which no store can keep")
+
+
+class StoreInUse(StoreError):
+    """Another process already owns this SQLite store."""
+
+
+def storable(text: str) -> bool:
+    """True unless `text` holds a NUL or a lone surrogate."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class StoredCall:
     id: int
@@ -247,6 +278,8 @@ class Transaction(Protocol):
         limit: int,
         exclude_scopes: Sequence[str] = (),
         customer_wait_seconds: float = 0.0,
+        only_scope: str | None = None,
+        ignore_due: bool = False,
     ) -> list[Operation]:
         """Lease due operations, counting the attempt and marking them maybe-sent before any request
         leaves; the returned records show the state before the claim (was an earlier attempt sent?).
@@ -255,10 +288,17 @@ class Transaction(Protocol):
         or dead holds the rest, so a payment's operations never overlap and never run out of order.
         Operations of the Partnero programs in `exclude_scopes` (paused: down or rate limiting) wait, and
         so does an operation whose customer is still being created by another operation, for at most
-        `customer_wait_seconds` after it was enqueued."""
+        `customer_wait_seconds` after it was enqueued.
+
+        `only_scope` with `ignore_due` picks a circuit breaker's probe: the claimable operation of that
+        program due soonest, even if its own backoff has not run out (a probe must not wait for it)."""
         ...
 
     def release_leases(self, owner: str | None) -> int: ...
+    def release_call_leases(self, call_ids: Sequence[int]) -> int:
+        """Give claimed calls back at once (a worker round that could not finish them)."""
+        ...
+
     def next_due_at(self) -> float | None:
         """When the earliest pending operation or deferred call is due; None when nothing waits."""
         ...
@@ -301,6 +341,11 @@ class Store(Protocol):
         ...
 
     async def open(self) -> None: ...
+    async def hold_exclusive(self) -> None:
+        """Own the store for this process's life where the engine allows only one process (SQLite);
+        raise `StoreInUse` if another process owns it. PostgreSQL: nothing to do."""
+        ...
+
     async def close(self) -> None: ...
     async def ping(self) -> bool: ...
     async def run(self, work: Callable[[Transaction], T]) -> T: ...

@@ -163,6 +163,9 @@ class PostgresStore:
                 applied.append(version)
         return applied
 
+    async def hold_exclusive(self) -> None:
+        """Several processes share a PostgreSQL store: leases and row locks keep them apart."""
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._threads, self._pool.close)

@@ -29,6 +29,8 @@ from bridge.store.base import (
     Payment,
     PaymentState,
     StoredCall,
+    UnstorableText,
+    storable,
 )
 
 
@@ -126,6 +128,9 @@ class SQLTransaction:
         self.dialect = dialect
 
     def _x(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+        values = params.values() if isinstance(params, Mapping) else params
+        if not all(storable(v) for v in values if isinstance(v, str)):
+            raise UnstorableText()
         return self.conn.execute(self.dialect.convert(sql), params)
 
     def ping(self) -> bool:
@@ -358,15 +363,22 @@ class SQLTransaction:
         limit: int,
         exclude_scopes: Sequence[str] = (),
         customer_wait_seconds: float = 0.0,
+        only_scope: str | None = None,
+        ignore_due: bool = False,
     ) -> list[Operation]:
         placeholders = ", ".join(f":x{i}" for i in range(len(exclude_scopes)))
         excluded = f"AND o.scope NOT IN ({placeholders})" if exclude_scopes else ""
+        if only_scope is not None:
+            excluded += " AND o.scope = :only"
+        due = "" if ignore_due else "AND o.next_attempt_at <= :now"
         params: dict[str, object] = {"now": now, "limit": limit, "waited": now - customer_wait_seconds}
         params.update({f"x{i}": scope for i, scope in enumerate(exclude_scopes)})
+        if only_scope is not None:
+            params["only"] = only_scope
         rows = self._x(
             f"""
             SELECT {_OP_COLUMNS} FROM operations o
-            WHERE o.status = 'pending' AND o.next_attempt_at <= :now {excluded}
+            WHERE o.status = 'pending' {due} {excluded}
               AND (o.lease_until IS NULL OR o.lease_until < :now)
               AND NOT EXISTS (
                 SELECT 1 FROM operations p
@@ -401,6 +413,13 @@ class SQLTransaction:
                 cur = self._x(
                     f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,)
                 )
+            released += cur.rowcount
+        return released
+
+    def release_call_leases(self, call_ids: Sequence[int]) -> int:
+        released = 0
+        for call_id in call_ids:
+            cur = self._x("UPDATE calls SET lease_owner = NULL, lease_until = NULL WHERE id = ?", (call_id,))
             released += cur.rowcount
         return released
 
