@@ -5,7 +5,7 @@ Runs inside one store transaction per call, so a crash leaves either all of a ca
 A payment's ledger (`Payment`) records what was sold, what was refunded and which Partnero key is
 live. Events move it forward; an event that moves nothing (the same payment announced again, a repeated
 cumulative refund total) is recorded as a duplicate. Partnero has no partial refund, so re-booking a
-sale at its net amount deletes the live transaction and creates `<transaction_key>:adj<n>`.
+sale at its net amount deletes the live transaction and creates `<transaction_key>~adj<n>`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,15 @@ CREATE = "create"
 DELETE = "delete"
 
 
+def payment_key(provider_key: str) -> str:
+    """The key a payment is recorded and sent under: the adapter's key with `~` (and `%`, the escape)
+    percent-encoded, so that no id a provider can send ever spells a re-booking key."""
+    return provider_key.replace("%", "%25").replace("~", "%7E")
+
+
 def adjusted_key(transaction_key: str, revision: int) -> str:
     """The Partnero key of the n-th re-booking of a sale (after a partial refund or a won dispute)."""
-    return f"{transaction_key}:adj{revision}"
+    return f"{transaction_key}~adj{revision}"
 
 
 @dataclass
@@ -57,6 +63,8 @@ def record_events(
     """Record each event of `call`, apply it to its payment and enqueue the resulting operations."""
     ids = []
     for seq, event in enumerate(events):
+        if event.transaction_key is not None:
+            event = replace(event, transaction_key=payment_key(event.transaction_key))
         plan = _plan(tx, endpoint, event, now)
         event_id = tx.insert_event(
             NewEvent(

@@ -14,6 +14,9 @@ from urllib.parse import quote
 import httpx
 
 USER_AGENT = "partnero-bridge"
+# how far a look-up reads a transaction list that ignores its `key` filter before asking for the key itself
+LOOKUP_PAGE_SIZE = 100
+LOOKUP_MAX_PAGES = 20
 
 
 class Result(StrEnum):
@@ -109,9 +112,38 @@ class PartneroClient:
         return _classify_failure(response, message)
 
     async def transaction_exists(self, key: str) -> bool | Outcome:
-        """True/False when Partnero answered the look-up, else the outcome to retry on."""
+        """True/False when Partnero answered the look-up, else the outcome to retry on.
+
+        `?key=` is the list's only documented filter, and not documented as exact: the key is matched
+        exactly in what comes back, and when the answer shows the filter was ignored (other keys in it)
+        the pages are read on, up to a bound, then the documented single get decides."""
+        for page in range(1, LOOKUP_MAX_PAGES + 1):
+            try:
+                response = await self._client.get(
+                    "/transactions", params={"key": key, "limit": LOOKUP_PAGE_SIZE, "page": page}
+                )
+            except httpx.TransportError as exc:
+                return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
+            if response.status_code == 404:
+                return False
+            if not response.is_success:
+                return _classify_failure(response, _message(response))
+            try:
+                document = response.json()
+                data = document.get("data")
+            except (ValueError, AttributeError):
+                return Outcome(Result.RETRY, "look-up answer is not JSON", response.status_code)
+            items = [i for i in (data if isinstance(data, list) else [data]) if isinstance(i, dict)]
+            if any(i.get("key") == key and not i.get("deleted_at") for i in items):
+                return True
+            filtered = all(i.get("key") == key for i in items)
+            if filtered or not _has_next_page(document, page):
+                return False
+        return await self._get_transaction_exists(key)
+
+    async def _get_transaction_exists(self, key: str) -> bool | Outcome:
         try:
-            response = await self._client.get("/transactions", params={"key": key, "limit": 10})
+            response = await self._client.get(f"/transactions/{quote(key, safe='')}")
         except httpx.TransportError as exc:
             return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
         if response.status_code == 404:
@@ -122,8 +154,7 @@ class PartneroClient:
             data = response.json().get("data")
         except (ValueError, AttributeError):
             return Outcome(Result.RETRY, "look-up answer is not JSON", response.status_code)
-        items = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
-        return any(isinstance(i, dict) and i.get("key") == key and not i.get("deleted_at") for i in items)
+        return isinstance(data, dict) and data.get("key") == key and not data.get("deleted_at")
 
     async def check(self) -> Outcome:
         try:
@@ -144,6 +175,16 @@ class PartneroClient:
             return Outcome(Result.RETRY, f"cannot connect: {type(exc).__name__}")
         except httpx.TransportError as exc:
             return Outcome(Result.RETRY, f"no answer: {type(exc).__name__}", maybe_sent=True)
+
+
+def _has_next_page(document: dict[str, Any], page: int) -> bool:
+    """Partnero pages the Laravel way: `links.next`, and `meta.last_page`."""
+    links = document.get("links")
+    if isinstance(links, dict) and links.get("next"):
+        return True
+    meta = document.get("meta")
+    last = meta.get("last_page") if isinstance(meta, dict) else None
+    return isinstance(last, int) and last > page
 
 
 def _classify_failure(response: httpx.Response, message: str) -> Outcome:

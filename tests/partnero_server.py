@@ -140,6 +140,8 @@ class PartneroServer:
         self.duplicate_customer: DuplicateCustomer = duplicate_customer
         self.commission_rate = commission_rate
         self.latency = 0.0  # seconds every request spends "processing", in flight, before its effect
+        # the list's `key` filter is documented, but not as exact: a Partnero that ignores it must be read right
+        self.ignore_key_filter = False
         self._lock = threading.Lock()
         self._partners: dict[str, Partner] = {}
         self._customers: dict[str, Customer] = {}
@@ -202,6 +204,26 @@ class PartneroServer:
             self._customers[key] = customer
         return customer
 
+    def add_transaction(self, key: str, customer_key: str, amount: Decimal = Decimal("10.00")) -> Transaction:
+        """A sale recorded at Partnero by someone else (another integration, an earlier run)."""
+        with self._lock:
+            customer = self._customers.get(customer_key)
+            transaction = Transaction(
+                id=len(self._transactions) + 1,
+                key=key,
+                amount=amount,
+                reward=None,
+                amount_units="USD",
+                action="sale",
+                customer_key=customer_key,
+                partner_key=customer.partner_key if customer else None,
+                created_at=_timestamp(),
+                deleted_at=None,
+                body={},
+            )
+            self._transactions.append(transaction)
+        return transaction
+
     @property
     def transactions(self) -> list[Transaction]:
         """Every transaction ever stored, in order, deleted ones included."""
@@ -245,6 +267,7 @@ class PartneroServer:
             self._chaos = None
         self.unknown_customer, self.duplicate_customer = self._defaults
         self.latency = 0.0
+        self.ignore_key_filter = False
 
     def wait_for(self, condition: Callable[[PartneroServer], bool], timeout: float = 10.0) -> None:
         """Poll until `condition(self)` holds; the bridge runs in another process, so tests must wait."""
@@ -441,7 +464,8 @@ class PartneroServer:
         except ValueError:
             return _invalid({"limit": ["The limit and page must be integers."]})
         key = call.query.get("key")
-        found = [t for t in self._transactions if t.live and (key is None or t.key == key)]
+        wanted = None if self.ignore_key_filter else key
+        found = [t for t in self._transactions if t.live and (wanted is None or t.key == wanted)]
         chunk = found[(page - 1) * limit : page * limit]
         last = max((len(found) + limit - 1) // limit, 1)
         path = f"{self.url}/transactions"

@@ -238,7 +238,7 @@ def run_soak(
     def live_by_payment() -> dict[str, list[Decimal | None]]:
         live: dict[str, list[Decimal | None]] = {}
         for transaction in partnero.live_transactions():
-            live.setdefault(transaction.key.split(":adj")[0], []).append(transaction.amount)
+            live.setdefault(transaction.key.split("~adj")[0], []).append(transaction.amount)
         return live
 
     while time.monotonic() < deadline:

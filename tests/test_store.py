@@ -173,7 +173,7 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) ->
 
         def setup(tx: Transaction) -> None:
             first = tx.insert_operation(_op("delete", "k"), now)
-            tx.insert_operation(_op("create", "k", target="k:adj1"), now)
+            tx.insert_operation(_op("create", "k", target="k~adj1"), now)
             tx.update_operation(first, now, status=OpStatus.DEAD)
 
         await store.run(setup)
@@ -182,7 +182,7 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) ->
         assert dead is not None
         await store.run(lambda tx: tx.update_operation(dead.id, now, status=OpStatus.DELIVERED))
         [op] = await store.run(lambda tx: tx.claim_operations("w", now + 1, now + 60, 10))
-        assert (op.op_key, op.transaction_key, op.target_key) == ("create:k:adj1", "k", "k:adj1")
+        assert (op.op_key, op.transaction_key, op.target_key) == ("create:k~adj1", "k", "k~adj1")
 
     run(_with_store(engine, body))
 
@@ -190,7 +190,7 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) ->
 def test_payments_ledger_round_trip(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         payment = Payment(
-            "p", "k", "e", PaymentState.ACTIVE, "k:adj2", 2, {"amount": "9.99"}, Decimal("1.50"), ("re_1", "re_2")
+            "p", "k", "e", PaymentState.ACTIVE, "k~adj2", 2, {"amount": "9.99"}, Decimal("1.50"), ("re_1", "re_2")
         )
         await store.run(lambda tx: tx.put_payment(payment, 1.0))
         assert await store.run(lambda tx: tx.get_payment("p", "k")) == payment
@@ -250,3 +250,46 @@ def test_ping_and_closed_store(engine: StoreFactory) -> None:
             await store.run(lambda tx: tx.ping())
 
     run(body())
+
+
+def test_a_sqlite_store_belongs_to_one_process_at_a_time(tmp_path: Path) -> None:
+    from bridge.store.base import StoreInUse
+
+    path = str(tmp_path / "data" / "bridge.db")
+    first, second = SQLiteStore(path), SQLiteStore(path)
+
+    async def scenario() -> None:
+        await first.hold_exclusive()
+        with pytest.raises(StoreInUse, match=r"in use by another partnero-bridge process.*PostgreSQL"):
+            await second.hold_exclusive()
+        await first.close()  # the owner goes away: the lock goes with it
+        await second.hold_exclusive()
+        await second.close()
+
+    run(scenario())
+
+
+def test_a_second_serve_process_on_the_same_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.bridge_process import ROOT, BridgeProcess
+
+    first = BridgeProcess(tmp_path, {"endpoints": {}, "partnero": {"dry_run": True}})
+    try:
+        first.start()
+        started = time.monotonic()
+        second = subprocess.run(
+            [sys.executable, "-m", "bridge", "serve", "--config", str(first.config_path), "--port", "0"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 2
+        assert time.monotonic() - started < 10
+        assert "in use by another partnero-bridge process" in second.stderr and "PostgreSQL" in second.stderr
+        # the first one is untouched and still serving
+        assert first.proc is not None and first.proc.poll() is None
+    finally:
+        first.kill()

@@ -92,7 +92,7 @@ class Operation:
     """One Partnero call to make exactly once: `create:<target_key>` or `delete:<target_key>`.
 
     `transaction_key` is the payment's key; `target_key` the Partnero transaction this call acts on — the
-    same, or a derived key (`<transaction_key>:adj<n>`) when a partial refund or a won dispute re-books
+    same, or a derived key (`<transaction_key>~adj<n>`) when a partial refund or a won dispute re-books
     the sale. Operations of one payment run strictly in the order they were enqueued.
     """
 
