@@ -118,32 +118,23 @@ class PartneroClient:
         exactly in what comes back, and when the answer shows the filter was ignored (other keys in it)
         the pages are read on, up to a bound, then the documented single get decides."""
         for page in range(1, LOOKUP_MAX_PAGES + 1):
-            try:
-                response = await self._client.get(
-                    "/transactions", params={"key": key, "limit": LOOKUP_PAGE_SIZE, "page": page}
-                )
-            except httpx.TransportError as exc:
-                return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
-            if response.status_code == 404:
-                return False
-            if not response.is_success:
-                return _classify_failure(response, _message(response))
-            try:
-                document = response.json()
-                data = document.get("data")
-            except (ValueError, AttributeError):
-                return Outcome(Result.RETRY, "look-up answer is not JSON", response.status_code)
+            document = await self._look("/transactions", {"key": key, "limit": LOOKUP_PAGE_SIZE, "page": page})
+            if not isinstance(document, dict):
+                return document
+            data = document.get("data")
             items = [i for i in (data if isinstance(data, list) else [data]) if isinstance(i, dict)]
-            if any(i.get("key") == key and not i.get("deleted_at") for i in items):
+            if any(_is_live(i, key) for i in items):
                 return True
             filtered = all(i.get("key") == key for i in items)
             if filtered or not _has_next_page(document, page):
                 return False
-        return await self._get_transaction_exists(key)
+        document = await self._look(f"/transactions/{quote(key, safe='')}", {})
+        return _is_live(document.get("data"), key) if isinstance(document, dict) else document
 
-    async def _get_transaction_exists(self, key: str) -> bool | Outcome:
+    async def _look(self, path: str, params: dict[str, Any]) -> dict[str, Any] | bool | Outcome:
+        """A look-up's JSON document; False for a 404; the outcome to retry on when there is no answer."""
         try:
-            response = await self._client.get(f"/transactions/{quote(key, safe='')}")
+            response = await self._client.get(path, params=params)
         except httpx.TransportError as exc:
             return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
         if response.status_code == 404:
@@ -151,10 +142,12 @@ class PartneroClient:
         if not response.is_success:
             return _classify_failure(response, _message(response))
         try:
-            data = response.json().get("data")
-        except (ValueError, AttributeError):
-            return Outcome(Result.RETRY, "look-up answer is not JSON", response.status_code)
-        return isinstance(data, dict) and data.get("key") == key and not data.get("deleted_at")
+            document = response.json()
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            return Outcome(Result.RETRY, "look-up answer is not a JSON object", response.status_code)
+        return document
 
     async def check(self) -> Outcome:
         try:
@@ -175,6 +168,10 @@ class PartneroClient:
             return Outcome(Result.RETRY, f"cannot connect: {type(exc).__name__}")
         except httpx.TransportError as exc:
             return Outcome(Result.RETRY, f"no answer: {type(exc).__name__}", maybe_sent=True)
+
+
+def _is_live(item: object, key: str) -> bool:
+    return isinstance(item, dict) and item.get("key") == key and not item.get("deleted_at")
 
 
 def _has_next_page(document: dict[str, Any], page: int) -> bool:
