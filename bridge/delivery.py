@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,7 @@ from bridge.store.base import Attempt, Operation, OpStatus, Store, Transaction
 log = logging.getLogger("bridge.delivery")
 
 PURGE_INTERVAL_SECONDS = 3600.0
+LOOKUP_RETRY_PAUSES = (0.2, 0.5)
 
 
 class Worker:
@@ -200,9 +201,8 @@ class Worker:
             return Outcome(Result.SKIPPED, "no Partnero client for this program (dry run)"), False
         limiter = self._limiters[op.scope]
         if op.action in (CUSTOMER, CREATE) and op.maybe_sent:
-            await limiter.acquire()
             lookup = client.customer_exists if op.action == CUSTOMER else client.transaction_exists
-            exists = await lookup(op.target_key)
+            exists = await self._look_up(lookup, op.target_key, limiter)
             if isinstance(exists, Outcome):
                 # the look-up itself failed: the earlier attempt is still unaccounted for
                 return exists, True
@@ -221,6 +221,21 @@ class Worker:
             return Outcome(Result.SKIPPED, f"its sale was not delivered ({sale.status.value})"), False
         await limiter.acquire()
         return await client.delete_transaction(op.target_key, maybe_sent_before=op.maybe_sent), op.maybe_sent
+
+    @staticmethod
+    async def _look_up(
+        lookup: Callable[[str], Awaitable[bool | Outcome]], key: str, limiter: RateLimiter
+    ) -> bool | Outcome:
+        """A look-up is a harmless read: a flaky answer is asked again at once (a few times, briefly)
+        rather than costing the operation a whole backoff step before it may post."""
+        for pause in LOOKUP_RETRY_PAUSES:
+            await limiter.acquire()
+            found = await lookup(key)
+            if not isinstance(found, Outcome) or found.result is not Result.RETRY or found.status_code == 429:
+                return found
+            await asyncio.sleep(pause)
+        await limiter.acquire()
+        return await lookup(key)
 
     async def _finish(self, op: Operation, outcome: Outcome, still_maybe_sent: bool, ticket: Ticket | None) -> None:
         now = self.clock()

@@ -352,9 +352,9 @@ def _delete(tx: Transaction, endpoint: Endpoint, payment: Payment, now: float) -
         scope, DELETE, payment.transaction_key, payment.current_key, endpoint.name, {"key": payment.current_key}
     )
     create = tx.get_operation(scope, f"{CREATE}:{payment.current_key}")
-    if create is not None and create.status is OpStatus.PENDING and create.attempts == 0 and not create.maybe_sent:
-        # never claimed, so never sent: cancel it rather than pay and claw back
-        tx.update_operation(create.id, now, status=OpStatus.SKIPPED, reason="superseded before it was sent")
+    # never claimed, so never sent: cancel it rather than pay and claw back — decided by the store in one
+    # conditional write, since another process may be claiming it at this very moment
+    if create is not None and tx.cancel_unsent_operation(create.id, now, "superseded before it was sent"):
         return replace(op, status=OpStatus.SKIPPED, reason="its sale was never sent")
     if create is not None and create.status is OpStatus.SKIPPED:
         return replace(op, status=OpStatus.SKIPPED, reason="its sale was not sent (skipped)")

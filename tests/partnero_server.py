@@ -96,9 +96,12 @@ class _Fault:
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     commit: bool = True
+    key: str | None = None  # only requests for this transaction key
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, key: str | None = None) -> bool:
         if self.method is not None and self.method.upper() != method:
+            return False
+        if self.key is not None and self.key != key:
             return False
         # A prefix may be written with or without the /v1 version segment.
         return self.path is None or path.startswith(self.path) or path[3:].startswith(self.path)
@@ -286,10 +289,17 @@ class PartneroServer:
         *,
         method: str | None = None,
         path: str | None = None,
+        key: str | None = None,
     ) -> None:
-        """Answer the next n matching calls with `status` without committing anything."""
+        """Answer the next n matching calls (for one transaction key, if given) with `status`, committing nothing."""
         body = {"message": "Server Error"} if body is None else body
-        self._add_fault(_Fault("fail", n, method, path, status, body, dict(headers or {})))
+        self._add_fault(_Fault("fail", n, method, path, status, body, dict(headers or {}), key=key))
+
+    def clear_faults(self) -> None:
+        """Partnero heals: every queued fault and the random failures stop; the data stays."""
+        with self._lock:
+            self._faults.clear()
+            self._chaos = None
 
     def rate_limit_next(
         self, n: int = 1, retry_after: int | str | None = None, *, method: str | None = None, path: str | None = None
@@ -320,9 +330,9 @@ class PartneroServer:
         with self._lock:
             self._faults.append(fault)
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str, key: str | None) -> _Fault | None:
         for fault in self._faults:
-            if fault.remaining > 0 and fault.matches(method, path):
+            if fault.remaining > 0 and fault.matches(method, path, key):
                 fault.remaining -= 1
                 return fault
         if self._chaos is not None:
@@ -355,7 +365,7 @@ class PartneroServer:
         key = _transaction_key(call) if keyed else None
         authorized = request.headers.get("authorization") == f"Bearer {self.api_key}"
         with self._lock:
-            fault = self._take_fault(method, path) if authorized else None
+            fault = self._take_fault(method, path, key) if authorized else None
             if key is not None:
                 self._in_flight[key] += 1
             in_flight = self._in_flight[key] if key is not None else 0

@@ -308,13 +308,14 @@ def test_validation_error_is_dead_with_partneros_message(make: Any, partnero: Pa
 def test_gives_up_after_max_attempts(make: Any, partnero: PartneroServer) -> None:
     h = make()
     # Partnero refuses this one payment while it is otherwise up (its key check answers)
-    partnero.fail_next(10, status=500, method="POST", path="/v1/transactions")
-    partnero.fail_next(10, status=500, method="GET", path="/v1/transactions")
+    partnero.fail_next(100, status=500, method="POST", path="/v1/transactions")
+    partnero.fail_next(100, status=500, method="GET", path="/v1/transactions")
     h.receive({"key": "t:10"})
     h.drain()
-    # a 500 may come after a commit, so every retry first looks the key up; the third failure opens
-    # the breaker, whose probe finds Partnero up, so that one was not the payment's own and is not counted
-    assert h.methods() == ["POST", "GET", "GET", "GET", "GET"]
+    # a 500 may come after a commit, so every retry first looks the key up (a flaky look-up is asked
+    # three times within one attempt) and never posts blindly; the third failed attempt opens the
+    # breaker, whose probe finds Partnero up, so that attempt was not the payment's own and is not counted
+    assert h.methods() == ["POST"] + ["GET"] * 3 * 4
     assert [r.path for r in partnero.requests].count("/v1/test") == 1
     op = h.operation("create:t:10")
     assert op.status is OpStatus.DEAD
@@ -515,7 +516,7 @@ def test_replaying_an_operation_that_may_have_been_sent_looks_it_up_first(make: 
     h = make()
     # Partnero committed the sale but every answer was lost, and every look-up failed: dead, maybe sent
     partnero.break_next(1, commit=True, method="POST", path="/v1/transactions")
-    partnero.fail_next(10, status=500, method="GET", path="/v1/transactions")
+    partnero.fail_next(100, status=500, method="GET", path="/v1/transactions")
     h.receive({"key": "t:replayed"})
     h.drain()
     op = h.operation("create:t:replayed")
@@ -553,3 +554,21 @@ def test_the_look_up_reads_the_key_exactly_whether_or_not_partnero_filters(
         parse_qs(r.query)["page"][0] for r in partnero.requests if r.method == "GET" and r.path == "/v1/transactions"
     ]
     assert pages == (["1", "2", "3"] if ignore_filter else ["1"])
+
+
+def test_the_soak_would_catch_a_worker_sending_one_key_twice_at_once(make: Any, partnero: PartneroServer) -> None:
+    """The fault-injection run asserts no overlap; this shows that assertion can fail."""
+    from tests.test_faults import in_flight_overlaps
+
+    h = make()
+    partnero.latency = 0.2
+    h.receive({"key": "t:twice"})
+    h.run(h.worker.process_received())
+    now = time.time()
+    [op] = h.run(h.store.run(lambda tx: tx.claim_operations("x", now, now + 60, 10)))
+
+    async def a_worker_that_overlaps() -> None:
+        await asyncio.gather(h.worker._send(op), h.worker._send(op))
+
+    h.run(a_worker_that_overlaps())
+    assert [r.transaction_key for r in in_flight_overlaps(partnero)] == ["t:twice"]

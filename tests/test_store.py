@@ -293,3 +293,47 @@ def test_a_second_serve_process_on_the_same_sqlite_file_refuses_to_start(tmp_pat
         assert first.proc is not None and first.proc.poll() is None
     finally:
         first.kill()
+
+
+def test_cancelling_an_unsent_operation_loses_to_a_claim_committing_at_the_same_moment() -> None:
+    """Found by the scale-out run: a partial refund recorded by one process cancelled a sale another
+    process had just claimed and was sending, so the sale stayed live at full price."""
+    import threading
+
+    import psycopg
+
+    with throwaway_schema() as url:
+        store = PostgresStore(url, pool_size=4)
+        run(store.open())
+        try:
+            now = time.time()
+            op_id = store.run_sync(lambda tx: tx.insert_operation(_op("create", "k"), now))
+            claimed, release = threading.Event(), threading.Event()
+            cancelled: list[bool] = []
+
+            def claim(tx: Transaction) -> None:
+                tx.claim_operations("w", now + 1, now + 60, 10)
+                claimed.set()
+                release.wait(10)  # the claim's transaction is still open
+
+            claimer = threading.Thread(target=store.run_sync, args=(claim,))
+            claimer.start()
+            assert claimed.wait(10)
+            canceller = threading.Thread(
+                target=lambda: cancelled.append(store.run_sync(lambda tx: tx.cancel_unsent_operation(op_id, now, "x")))
+            )
+            canceller.start()
+            deadline = time.monotonic() + 10
+            with psycopg.connect(url) as conn:
+                # wait until the cancel is really blocked on the claim's row lock
+                while conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+            release.set()
+            claimer.join(10)
+            canceller.join(10)
+            assert cancelled == [False]
+            stored = store.run_sync(lambda tx: tx.get_operation_by_id(op_id))
+            assert stored is not None and stored.status is OpStatus.PENDING and stored.attempts == 1
+        finally:
+            run(store.close())

@@ -355,6 +355,15 @@ class SQLTransaction:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self._x(f"UPDATE operations SET {assignments}, updated_at = ? WHERE id = ?", (*values, at, operation_id))
 
+    def cancel_unsent_operation(self, operation_id: int, at: float, reason: str) -> bool:
+        # PostgreSQL re-checks this WHERE against a row a concurrent claim has just committed
+        cur = self._x(
+            "UPDATE operations SET status = 'skipped', reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'"
+            " AND attempts = 0 AND maybe_sent = 0 AND lease_until IS NULL",
+            (reason, at, operation_id),
+        )
+        return bool(cur.rowcount == 1)
+
     def claim_operations(
         self,
         owner: str,
