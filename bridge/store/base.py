@@ -177,6 +177,7 @@ class EventView:
     reason: str | None
     operation_id: int | None
     created_at: float
+    email: str | None = None  # the buyer's (or the sign-up's) email, for the operator's search
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class Attempt:
     outcome: str
     status_code: int | None
     detail: str
+    latency_seconds: float | None = None  # from the claim to Partnero's answer (None: not measured)
 
 
 @dataclass
@@ -195,6 +197,34 @@ class EventFilter:
     since: float | None = None
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str | None = None
+    until: float | None = None
+    # equal to a transaction key, customer key, email, provider payment id (the key's last part) or delivery id
+    q: str | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What waits: operations pending delivery and calls not parsed yet, and what is stuck for good."""
+
+    pending_operations: int
+    received_calls: int
+    oldest_pending_at: float | None
+    dead_operations: int
+    failed_calls: int
+
+
+@dataclass(frozen=True)
+class DayRow:
+    """One sale, refund or dispute event, as the overview's chart counts it."""
+
+    created_at: float
+    endpoint: str
+    kind: str
+    status: str
+    amount: str | None
+    currency: str | None
 
 
 class Transaction(Protocol):
@@ -289,6 +319,23 @@ class Transaction(Protocol):
         ...
 
     def attempts_of(self, operation_id: int) -> list[Attempt]: ...
+    def set_program_paused(self, scope: str, paused: bool, at: float) -> bool:
+        """Pause (or resume) delivery to one Partnero program for every worker process; claims skip a
+        paused program's operations. Returns whether anything changed."""
+        ...
+
+    def paused_programs(self) -> dict[str, float]:
+        """Programs paused by an operator, with the time each was paused."""
+        ...
+
+    def status_counts(self, since: float | None) -> dict[tuple[str, str], int]:
+        """(kind, status) → how many events since `since`; unparsed calls count as ("unparsed", "failed")."""
+        ...
+
+    def queue_stats(self) -> QueueStats: ...
+    def day_rows(self, since: float) -> list[DayRow]:
+        """Sale, refund and dispute events created since `since`, oldest first."""
+        ...
 
 
 class Store(Protocol):
