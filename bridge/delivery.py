@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 from pydantic import ValidationError
@@ -22,6 +23,7 @@ from bridge.config import Config, PartneroSettings
 from bridge.outbox import CREATE, record_events, settle
 from bridge.partnero import Outcome, PartneroClient, Result
 from bridge.signups import CUSTOMER, SIGNUP_ENDPOINT, first_error, record_signup
+from bridge.simulation import mark_simulated
 from bridge.store.base import Attempt, CallStatus, Operation, OpStatus, Store, StoredCall, Transaction
 from providers.base import PayloadError, ProviderUnavailable, WebhookRequest
 
@@ -107,6 +109,10 @@ class Worker:
         self._limiters: dict[str, RateLimiter] = {}
         self._health: dict[str, ProgramHealth] = {}
         self._next_purge = 0.0
+        # hooks for metrics and alerts: (operation, outcome, final status or None, latency seconds)
+        self.on_finished: list[Callable[[Operation, Outcome, OpStatus | None, float | None], None]] = []
+        self.on_unparsed: list[Callable[[StoredCall, str], None]] = []
+        self._attempt_started: dict[int, float] = {}
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
             self._client_for(endpoint.partnero)
@@ -223,6 +229,7 @@ class Worker:
             log.exception("adapter %s failed on call %s", endpoint.provider, call.id)
             error = f"adapter error: {type(exc).__name__}"
         else:
+            events = mark_simulated(request, events)
 
             def record(tx: Transaction) -> None:
                 record_events(tx, call, endpoint, events, now)
@@ -232,6 +239,8 @@ class Worker:
             return
         log.warning("call %s on %s kept unparsed: %s", call.id, call.endpoint, error)
         await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, error, now))
+        for hook in self.on_unparsed:
+            hook(call, error)
 
     async def _process_signup(self, call: StoredCall, now: float) -> None:
         def record(tx: Transaction) -> None:
@@ -280,6 +289,7 @@ class Worker:
         self._wake.set()
 
     async def _deliver(self, op: Operation) -> None:
+        self._attempt_started[op.id] = time.perf_counter()
         endpoint = self.config.endpoints.get(op.endpoint)
         client = self._client_for(endpoint.partnero) if endpoint else self._clients.get(op.scope)
         if client is None:
@@ -352,7 +362,9 @@ class Worker:
                 Result.DEAD: OpStatus.DEAD,
             }[outcome.result]
             fields["maybe_sent"] = 0
-        attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail)
+        started = self._attempt_started.pop(op.id, None)
+        latency = time.perf_counter() - started if started is not None else None
+        attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail, latency)
 
         final = fields.get("status")
 
@@ -363,6 +375,8 @@ class Worker:
                 settle(tx, op, final, str(fields["reason"]), now)
 
         await self.store.run(write)
+        for hook in self.on_finished:
+            hook(op, outcome, final if isinstance(final, OpStatus) else None, latency)
         log.info(
             "operation %s %s %s: %s (%s)",
             op.id,
@@ -371,3 +385,25 @@ class Worker:
             outcome.result.value,
             outcome.detail,
         )
+
+    def program_states(self, now: float) -> list[ProgramState]:
+        """Each Partnero program's automatic flow state, for the console and metrics (operator pauses
+        live in the store: `Transaction.paused_programs`)."""
+        states = []
+        for scope, health in sorted(self._health.items()):
+            if health.paused(now):
+                states.append(ProgramState(scope, "open", health.paused_until))
+            elif health.failures >= health.threshold:
+                states.append(ProgramState(scope, "half-open", None))
+            else:
+                states.append(ProgramState(scope, "flowing", None))
+        return states
+
+
+@dataclass(frozen=True)
+class ProgramState:
+    """One program's delivery state: flowing, open (until), half-open (probing) or paused (operator)."""
+
+    scope: str
+    state: str
+    until: float | None
