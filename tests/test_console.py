@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +260,39 @@ def test_alerts_name_what_failed_but_never_emails_or_secrets() -> None:
     assert "example.co.uk" not in json.dumps(first) and "sk_live_secret" not in json.dumps(first)
     assert (first["kind"], first["event"], first["transaction_key"]) == ("dead_letter", "12", "lemonsqueezy:order:1")
     assert third["suppressed"] == 1 and "+1 more" in third["text"]
+
+
+def test_the_console_on_a_listener_of_its_own(bridge_factory: Any) -> None:
+    from tests.bridge_process import free_port
+
+    port = free_port()
+    bridge = bridge_factory({"shop": LS.endpoint_settings}, admin={"token": TOKEN, "host": "127.0.0.1", "port": port})
+    assert f"console: http://127.0.0.1:{port}/admin" in bridge.logs()
+    assert httpx.get(f"{bridge.url}/admin", headers=BEARER).status_code == 404
+    assert httpx.get(f"{bridge.url}/metrics", headers=BEARER).status_code == 404
+    assert httpx.get(f"http://127.0.0.1:{port}/admin?format=json", headers=BEARER).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/metrics", headers=BEARER).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/webhooks/shop").status_code == 404
+    bridge.stop()
+    # ended by the SIGTERM (uvicorn re-raises it after its graceful exit), not by stop()'s SIGKILL fallback
+    assert bridge.proc is not None and bridge.proc.returncode == -signal.SIGTERM
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/admin", timeout=2)
+
+
+def test_program_states_follow_the_automatic_flow_control(store: SQLiteStore) -> None:
+    from bridge.delivery import ProgramState, Worker
+    from bridge.partnero import Outcome, Result
+
+    config = parse_config({"partnero": {"api_key": "pk", "base_url": "http://127.0.0.1:9/v1"}})
+    worker = Worker(config, store)
+    [scope] = [s.scope for s in worker.program_states(0.0)]
+    assert worker.program_states(0.0) == [ProgramState(scope, "flowing", None)]
+    health = worker._health[scope]
+    for _ in range(3):
+        health.record(Outcome(Result.RETRY, "Partnero error 503", 503), 100.0)
+    [state] = worker.program_states(100.0)
+    assert (state.state, state.until) == ("open", health.paused_until)
+    assert worker.program_states(health.paused_until + 1)[0].state == "half-open"
+    health.record(Outcome(Result.DELIVERED, "created", 201), 200.0)
+    assert worker.program_states(200.0)[0].state == "flowing"
