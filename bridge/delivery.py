@@ -22,7 +22,7 @@ from bridge.outbox import CREATE, settle
 from bridge.partnero import Outcome, PartneroClient, Result
 from bridge.recorder import CallRecorder
 from bridge.signups import CUSTOMER
-from bridge.store.base import Attempt, Operation, OpStatus, Store, Transaction
+from bridge.store.base import Attempt, Operation, OpStatus, Store, StoredCall, Transaction
 
 log = logging.getLogger("bridge.delivery")
 
@@ -45,6 +45,10 @@ class Worker:
         self._limiters: dict[str, RateLimiter] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._next_purge = 0.0
+        # hooks for metrics and alerts: (operation, outcome, final status or None, latency seconds)
+        self.on_finished: list[Callable[[Operation, Outcome, OpStatus | None, float | None], None]] = []
+        self.on_unparsed: list[Callable[[StoredCall, str], None]] = self.recorder.on_unparsed
+        self._attempt_started: dict[int, float] = {}
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
             self._client_for(endpoint.partnero)
@@ -185,6 +189,7 @@ class Worker:
         self._wake.set()
 
     async def _deliver(self, op: Operation, ticket: Ticket | None) -> None:
+        self._attempt_started[op.id] = time.perf_counter()
         try:
             outcome, still_maybe_sent = await self._send(op)
         except Exception as exc:
@@ -276,7 +281,9 @@ class Worker:
                 Result.DEAD: OpStatus.DEAD,
             }[outcome.result]
             fields["maybe_sent"] = 0
-        attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail)
+        started = self._attempt_started.pop(op.id, None)
+        latency = time.perf_counter() - started if started is not None else None
+        attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail, latency)
 
         final = fields.get("status")
 
@@ -287,6 +294,8 @@ class Worker:
                 settle(tx, op, final, str(fields["reason"]), now)
 
         await self.store.run(write)
+        for hook in self.on_finished:
+            hook(op, outcome, final if isinstance(final, OpStatus) else None, latency)
         log.info(
             "operation %s %s %s: %s (%s)",
             op.id,

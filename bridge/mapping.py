@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bridge.events import NormalizedEvent
+from bridge.suggest import did_you_mean
 
 _PLAIN_SOURCES = {"external_id", "email", "customer_id", "signup:email"}
 
@@ -22,7 +23,8 @@ def validate_sources(sources: Sequence[str]) -> None:
         if source.startswith("metadata.") and len(source) > len("metadata."):
             continue
         allowed = "metadata.<name>, " + ", ".join(sorted(_PLAIN_SOURCES))
-        raise ValueError(f"unknown source {source!r} (use {allowed})")
+        hint = did_you_mean(source, _PLAIN_SOURCES)
+        raise ValueError(f"unknown source {source!r}{hint} (use {allowed})")
 
 
 def resolve_customer_key(

@@ -17,6 +17,7 @@ from bridge.config import Config
 from bridge.flow import backoff_seconds
 from bridge.outbox import record_events
 from bridge.signups import SIGNUP_ENDPOINT, first_error, record_signup
+from bridge.simulation import mark_simulated
 from bridge.store.base import CallStatus, Store, StoredCall, Transaction, UnstorableText
 from providers.base import PayloadError, ProviderUnavailable, WebhookRequest
 
@@ -31,6 +32,8 @@ class CallRecorder:
         self.store = store
         self.owner = owner
         self.clock = clock
+        # hooks for alerts: (call, reason) when a call is kept unparsed
+        self.on_unparsed: list[Callable[[StoredCall, str], None]] = []
 
     async def process_received(self) -> int:
         """Claim a batch of received calls and record each; returns how many were claimed."""
@@ -57,6 +60,11 @@ class CallRecorder:
             log.warning("call %s on %s failed: %s", call.id, call.endpoint, reason)
             now = self.clock()
             await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, reason, now))
+            self._unparsed(call, reason)
+
+    def _unparsed(self, call: StoredCall, reason: str) -> None:
+        for hook in self.on_unparsed:
+            hook(call, reason)
 
     async def _record(self, call: StoredCall) -> None:
         now = self.clock()
@@ -81,6 +89,7 @@ class CallRecorder:
             log.exception("adapter %s failed on call %s", endpoint.provider, call.id)
             error = f"adapter error: {type(exc).__name__}"
         else:
+            events = mark_simulated(request, events)
 
             def record(tx: Transaction) -> None:
                 record_events(tx, call, endpoint, events, now)
@@ -90,6 +99,7 @@ class CallRecorder:
             return
         log.warning("call %s on %s kept unparsed: %s", call.id, call.endpoint, error)
         await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, error, now))
+        self._unparsed(call, error)
 
     async def _record_signup(self, call: StoredCall, now: float) -> None:
         def record(tx: Transaction) -> None:

@@ -208,6 +208,7 @@ class EventView:
     reason: str | None
     operation_id: int | None
     created_at: float
+    email: str | None = None  # the buyer's (or the sign-up's) email, for the operator's search
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ class Attempt:
     outcome: str
     status_code: int | None
     detail: str
+    latency_seconds: float | None = None  # from the claim to Partnero's answer (None: not measured)
 
 
 @dataclass
@@ -226,6 +228,34 @@ class EventFilter:
     since: float | None = None
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str | None = None
+    until: float | None = None
+    # equal to a transaction key, customer key, email, provider payment id (the key's last part) or delivery id
+    q: str | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What waits: operations pending delivery and calls not parsed yet, and what is stuck for good."""
+
+    pending_operations: int
+    received_calls: int
+    oldest_pending_at: float | None
+    dead_operations: int
+    failed_calls: int
+
+
+@dataclass(frozen=True)
+class DayRow:
+    """One sale, refund or dispute event, as the overview's chart counts it."""
+
+    created_at: float
+    endpoint: str
+    kind: str
+    status: str
+    amount: str | None
+    currency: str | None
 
 
 class Transaction(Protocol):
@@ -283,8 +313,6 @@ class Transaction(Protocol):
         limit: int,
         exclude_scopes: Sequence[str] = (),
         customer_wait_seconds: float = 0.0,
-        only_scope: str | None = None,
-        ignore_due: bool = False,
     ) -> list[Operation]:
         """Lease due operations, counting the attempt and marking them maybe-sent before any request
         leaves; the returned records show the state before the claim (was an earlier attempt sent?).
@@ -293,10 +321,7 @@ class Transaction(Protocol):
         or dead holds the rest, so a payment's operations never overlap and never run out of order.
         Operations of the Partnero programs in `exclude_scopes` (paused: down or rate limiting) wait, and
         so does an operation whose customer is still being created by another operation, for at most
-        `customer_wait_seconds` after it was enqueued.
-
-        `only_scope` with `ignore_due` picks a circuit breaker's probe: the claimable operation of that
-        program due soonest, even if its own backoff has not run out (a probe must not wait for it)."""
+        `customer_wait_seconds` after it was enqueued."""
         ...
 
     def release_leases(self, owner: str | None) -> int: ...
@@ -334,6 +359,23 @@ class Transaction(Protocol):
         ...
 
     def attempts_of(self, operation_id: int) -> list[Attempt]: ...
+    def set_program_paused(self, scope: str, paused: bool, at: float) -> bool:
+        """Pause (or resume) delivery to one Partnero program for every worker process; claims skip a
+        paused program's operations. Returns whether anything changed."""
+        ...
+
+    def paused_programs(self) -> dict[str, float]:
+        """Programs paused by an operator, with the time each was paused."""
+        ...
+
+    def status_counts(self, since: float | None) -> dict[tuple[str, str], int]:
+        """(kind, status) → how many events since `since`; unparsed calls count as ("unparsed", "failed")."""
+        ...
+
+    def queue_stats(self) -> QueueStats: ...
+    def day_rows(self, since: float) -> list[DayRow]:
+        """Sale, refund and dispute events created since `since`, oldest first."""
+        ...
 
 
 class Store(Protocol):

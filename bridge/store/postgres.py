@@ -123,8 +123,16 @@ ALTER TABLE calls ADD COLUMN lease_until DOUBLE PRECISION;
 CREATE INDEX customers_email ON customers (scope, lower(email));
 """
 
+V3_CONSOLE = """
+CREATE TABLE program_pauses (
+    scope TEXT PRIMARY KEY,
+    paused_at DOUBLE PRECISION NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN latency_seconds DOUBLE PRECISION;
+"""
+
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE)
 _MIGRATION_LOCK = 0x7062_6D69_6772  # advisory lock id: one migrating process at a time
 
 

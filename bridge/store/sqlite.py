@@ -128,8 +128,16 @@ DROP INDEX IF EXISTS customers_email;
 CREATE INDEX customers_email ON customers (scope, lower(email));
 """
 
+V3_CONSOLE = """
+CREATE TABLE program_pauses (
+    scope TEXT PRIMARY KEY,
+    paused_at REAL NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN latency_seconds REAL;
+"""
+
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE)
 
 
 def path_from_url(url: str) -> str:
