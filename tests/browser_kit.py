@@ -4,6 +4,7 @@ and chromium-driver), never resolving a host name, so nothing leaves the machine
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +33,11 @@ def skip_reason() -> str | None:
 
 
 def browser_mark() -> list[pytest.MarkDecorator]:
-    """`pytestmark` for a browser test module: skipped, with the reason, where Chromium is missing."""
+    """`pytestmark` for a browser test module: skipped, with the reason, where Chromium is missing —
+    except under CI (CI=true), where `.ci/run` installs it and a missing browser must fail, not skip."""
     reason = skip_reason()
+    if reason and os.environ.get("CI") == "true":
+        return [pytest.mark.usefixtures("_browser_required")]
     return [pytest.mark.skip(reason=reason)] if reason else []
 
 

@@ -49,3 +49,11 @@ def bridge_factory(tmp_path: Path, partnero: PartneroServer) -> Iterator[Callabl
     yield make
     for process in started:
         process.kill()
+
+
+@pytest.fixture
+def _browser_required() -> None:
+    """Used by the browser tests under CI when Chromium is missing (tests/browser_kit.py)."""
+    from tests.browser_kit import skip_reason
+
+    pytest.fail(f"CI must run the browser tests: {skip_reason()}")

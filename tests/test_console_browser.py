@@ -28,6 +28,7 @@ from tests.loopback import LoopbackServer
 from tests.partnero_server import PartneroServer
 
 if skip_reason() is None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
@@ -143,6 +144,10 @@ def test_replay_dead_letters_one_and_in_bulk(bridge: BridgeProcess, partnero: Pa
 
     browser.get(bridge.url + "/admin/dead")
     browser.find_element(By.CSS_SELECTOR, "form.bulk button").click()
+    # the click navigates: wait for the confirmation page rather than reading the old page's heading
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("Replay ")
+    )
     heading = browser.find_element(By.TAG_NAME, "h1").text
     assert heading == "Replay 2 events?"
     shot(browser, "confirm")

@@ -327,7 +327,7 @@ def test_rate_limit_honours_retry_after(make: Any, partnero: PartneroServer) -> 
     partnero.rate_limit_next(1, retry_after=1)
     h.receive({"key": "t:11"})
     h.run(h.worker.step())
-    h.run(asyncio.sleep(0.3))
+    h.run(asyncio.wait(h.worker._inflight))  # the one attempt, answered 429
     op = h.operation("create:t:11")
     assert op.status is OpStatus.PENDING
     assert op.next_attempt_at - op.updated_at >= 1.0
