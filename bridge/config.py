@@ -94,6 +94,9 @@ class EndpointSettings(BaseModel):
     partner_key: list[str] = Field(default_factory=list)
     test_mode: Literal["skip", "deliver"] = "skip"
     partnero: PartneroOverride | None = None
+    # the commission base: what the buyer paid after discounts, without the tax (the merchant of record
+    # keeps it) or with it; sales, partial refunds and disputes all use this one base
+    amount: Literal["excluding_tax", "including_tax"] = "excluding_tax"
     partial_refunds: Literal["adjust", "ignore", "full"] = "adjust"
     disputes: Literal["reverse_on_open", "reverse_on_lost", "ignore"] = "reverse_on_lost"
 

@@ -190,7 +190,15 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) ->
 def test_payments_ledger_round_trip(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         payment = Payment(
-            "p", "k", "e", PaymentState.ACTIVE, "k:adj2", 2, {"amount": "9.99"}, Decimal("1.50"), ("re_1", "re_2")
+            "p",
+            "k",
+            "e",
+            PaymentState.ACTIVE,
+            "k:adj2",
+            2,
+            {"amount": "9.99"},
+            Decimal("1.50"),
+            {"by_id": {"re_1": None}},
         )
         await store.run(lambda tx: tx.put_payment(payment, 1.0))
         assert await store.run(lambda tx: tx.get_payment("p", "k")) == payment
