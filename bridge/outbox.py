@@ -133,7 +133,8 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
     assert event.transaction_key is not None
     paid = figure(event.amount, event.tax, event.currency)
     if paid is None:
-        return _Plan(EventStatus.SKIPPED, "sale without amount or currency")
+        # the adapter says why the payload carries no amount (Creem's subscription.paid without one)
+        return _Plan(EventStatus.SKIPPED, event.reason or "sale without amount or currency")
     basis = endpoint.settings.amount
     amount = commissionable(paid, basis)
     if amount <= 0:
