@@ -123,6 +123,11 @@ class EndpointSettings(BaseModel):
     def _one_secret_form(self) -> EndpointSettings:
         if self.secret is not None and self.secrets is not None:
             raise ValueError("use either `secret` or `secrets`, not both")
+        if "amount_field" in (self.model_extra or {}):
+            # the per-provider total/subtotal choice became one setting for every provider
+            raise ValueError(
+                "`amount_field` is replaced by `amount: excluding_tax` (default) or `amount: including_tax`"
+            )
         return self
 
     def secret_list(self) -> list[str]:
