@@ -13,6 +13,7 @@ import pytest
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent
 from bridge.ledger import Figure, RefundLedger, commissionable
 from bridge.store.base import PaymentState
+from providers import registry
 from tests.ledger_kit import LedgerHarness
 
 KEY = "p:1"
@@ -164,3 +165,12 @@ def test_pro_rating_rounds_to_the_currencys_own_minor_unit() -> None:
         paid = Figure(Decimal(sale_gross), Decimal(sale_tax), currency)
         back = Figure(Decimal(part), None, currency)
         assert commissionable(back, "excluding_tax", paid) == Decimal(expected)
+
+
+def test_every_provider_page_states_what_is_booked() -> None:
+    # issue 11: each docs/providers/<name>.md has the table "event -> booked amount, field by field"
+    docs = Path(__file__).resolve().parent.parent / "docs" / "providers"
+    pages = {"hmac": "hmac_generic"}
+    for name in registry():
+        page = (docs / f"{pages.get(name, name)}.md").read_text(encoding="utf-8")
+        assert "| Booked amount" in page or "Booked amount, field by field" in page, name
