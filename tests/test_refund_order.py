@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,7 +132,72 @@ def lemonsqueezy() -> RefundCase:
     )
 
 
-CASES = {"polar": polar, "creem": creem, "lemonsqueezy": lemonsqueezy}
+def razorpay() -> RefundCase:
+    # a 60.00 INR payment, refunds of 20.00 and 15.00 by id, each with the payment's running total
+    def refund(rfnd: str, amount: int, total: int) -> NormalizedEvent:
+        return _events(
+            "razorpay",
+            "refund_processed_partial.json",
+            _all(
+                _set("payload.refund.entity.id", rfnd),
+                _set("payload.refund.entity.amount", amount),
+                _set("payload.payment.entity.amount_refunded", total),
+            ),
+        )
+
+    return RefundCase(
+        sale=_events(
+            "razorpay",
+            "payment_captured.json",
+            _all(_set("payload.payment.entity.id", "pay_IilTQTf37sXXNX"), _set("payload.payment.entity.amount", 6000)),
+        ),
+        families={"refund.processed": [refund("rfnd_a", 2000, 2000), refund("rfnd_b", 1500, 3500)]},
+        booked=Decimal("25.00"),
+        endpoint={"customer_key": ["metadata.user_id", "email"]},
+    )
+
+
+def whop() -> RefundCase:
+    # 19.99 paid; one 5.00 refund announced by refund.created and again by refund.updated
+    succeeded = _all(_set("data.amount", 5.0), _set("data.status", "succeeded"))
+    return RefundCase(
+        sale=_events("whop", "payment_succeeded.json"),
+        families={
+            "refund.created": [_events("whop", "refund_created.json", succeeded)],
+            "refund.updated": [_events("whop", "refund_updated.json", succeeded)],
+        },
+        booked=Decimal("14.99"),
+        endpoint={"customer_key": ["metadata.user_id", "email"]},
+    )
+
+
+def dodopayments() -> RefundCase:
+    # 12.10 paid of which 2.10 tax; two gross refunds of 3.00, each pro-rated by the payment's tax share
+    def refund(ref: str) -> NormalizedEvent:
+        return _events(
+            "dodopayments",
+            "refund_succeeded.json",
+            _all(_set("data.refund_id", ref), _set("data.amount", 300), _set("data.is_partial", True)),
+        )
+
+    return RefundCase(
+        sale=_events(
+            "dodopayments", "payment_succeeded.json", _all(_set("data.total_amount", 1210), _set("data.tax", 210))
+        ),
+        families={"refund.succeeded": [refund("ref_a"), refund("ref_b")]},
+        booked=Decimal("5.04"),
+        endpoint={"customer_key": ["metadata.user_id", "email"]},
+    )
+
+
+CASES = {
+    "polar": polar,
+    "creem": creem,
+    "lemonsqueezy": lemonsqueezy,
+    "razorpay": razorpay,
+    "whop": whop,
+    "dodopayments": dodopayments,
+}
 
 
 @st.composite
@@ -173,6 +239,14 @@ def test_creem_refunds_in_any_order(data: st.DataObject) -> None:
 @given(data=st.data())
 def test_lemonsqueezy_cumulative_refunds_in_any_order(data: st.DataObject) -> None:
     case = lemonsqueezy()
+    _check(case, data.draw(deliveries(case)))
+
+
+@pytest.mark.parametrize("provider", ["razorpay", "whop", "dodopayments"])
+@settings(max_examples=8, deadline=None)
+@given(data=st.data())
+def test_refunds_by_id_in_any_order(provider: str, data: st.DataObject) -> None:
+    case = CASES[provider]()
     _check(case, data.draw(deliveries(case)))
 
 
