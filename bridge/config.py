@@ -99,6 +99,9 @@ class EndpointSettings(BaseModel):
     partner_key: list[str] = Field(default_factory=list)
     test_mode: Literal["skip", "deliver"] = "skip"
     partnero: PartneroOverride | None = None
+    # the commission base: what the buyer paid after discounts, without the tax (the merchant of record
+    # keeps it) or with it; sales, partial refunds and disputes all use this one base
+    amount: Literal["excluding_tax", "including_tax"] = "excluding_tax"
     partial_refunds: Literal["adjust", "ignore", "full"] = "adjust"
     disputes: Literal["reverse_on_open", "reverse_on_lost", "ignore"] = "reverse_on_lost"
 
@@ -125,6 +128,11 @@ class EndpointSettings(BaseModel):
     def _one_secret_form(self) -> EndpointSettings:
         if self.secret is not None and self.secrets is not None:
             raise ValueError("use either `secret` or `secrets`, not both")
+        if "amount_field" in (self.model_extra or {}):
+            # the per-provider total/subtotal choice became one setting for every provider
+            raise ValueError(
+                "`amount_field` is replaced by `amount: excluding_tax` (default) or `amount: including_tax`"
+            )
         return self
 
     def secret_list(self) -> list[str]:

@@ -44,6 +44,11 @@ class NormalizedEvent:
     announcing one payment resolve to one key, and a refund names the key of the sale it reverses.
     For a sale `amount` is the sale amount; for a refund it is the amount of *this* refund when the
     provider says it, and `refunded_total` the cumulative refunded amount when the provider reports that.
+
+    Every amount is what the buyer paid or got back after discounts, **tax included**; `tax`,
+    `refunded_total_tax` and `sale_tax` are the tax inside `amount`, `refunded_total` and `sale_amount`
+    when the provider reports it (None: it does not say). The ledger takes the commission base from
+    these (`bridge.ledger`), so an adapter never chooses it.
     """
 
     kind: EventKind
@@ -63,6 +68,9 @@ class NormalizedEvent:
     # the provider's id of one refund, so the same refund announced twice is applied once
     refund_id: str | None = None
     reason: str | None = None
+    tax: Decimal | None = None
+    refunded_total_tax: Decimal | None = None
+    sale_tax: Decimal | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +96,9 @@ class NormalizedEvent:
             "dispute_state": self.dispute_state.value if self.dispute_state else None,
             "refund_id": self.refund_id,
             "reason": self.reason,
+            "tax": _dec_out(self.tax),
+            "refunded_total_tax": _dec_out(self.refunded_total_tax),
+            "sale_tax": _dec_out(self.sale_tax),
         }
 
     @classmethod
@@ -116,6 +127,9 @@ class NormalizedEvent:
             dispute_state=DisputeState(data["dispute_state"]) if data.get("dispute_state") else None,
             refund_id=data.get("refund_id"),
             reason=data.get("reason"),
+            tax=_dec_in(data.get("tax")),
+            refunded_total_tax=_dec_in(data.get("refunded_total_tax")),
+            sale_tax=_dec_in(data.get("sale_tax")),
         )
 
 

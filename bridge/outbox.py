@@ -5,7 +5,9 @@ Runs inside one store transaction per call, so a crash leaves either all of a ca
 A payment's ledger (`Payment`) records what was sold, what was refunded and which Partnero key is
 live. Events move it forward; an event that moves nothing (the same payment announced again, a repeated
 cumulative refund total) is recorded as a duplicate. Partnero has no partial refund, so re-booking a
-sale at its net amount deletes the live transaction and creates `<transaction_key>~adj<n>`.
+sale at its net amount deletes the live transaction and creates `<transaction_key>~adj<n>`. The amounts
+come from `bridge.ledger`: the endpoint's tax base, refunds counted once whatever their order, and a
+refund in another currency than its sale left for the operator instead of guessed at.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from bridge.config import Endpoint
 from bridge.events import DisputeState, EventKind, NormalizedEvent
+from bridge.ledger import RefundLedger, commissionable, figure
 from bridge.mapping import resolve_customer_key
 from bridge.store.base import (
     Customer,
@@ -55,6 +58,8 @@ class _Plan:
     customer_key: str | None = None
     duplicate_of: int | None = None
     ops: list[NewOperation] = field(default_factory=list)
+    # something the operator must look at besides the event's own outcome (recorded as a skipped refund)
+    attention: str | None = None
 
 
 def record_events(
@@ -86,6 +91,20 @@ def record_events(
             if op.status is OpStatus.PENDING and endpoint.partnero.effective_dry_run:
                 op = replace(op, status=OpStatus.SKIPPED, reason="dry run: recorded, not sent")
             tx.insert_operation(replace(op, event_id=event_id), now)
+        if plan.attention:
+            note = NewEvent(
+                call.id,
+                endpoint.name,
+                seq,
+                EventKind.REFUND.value,
+                event.event_type,
+                event.transaction_key,
+                event.to_json(),
+                plan.customer_key,
+                EventStatus.SKIPPED,
+                plan.attention,
+            )
+            tx.insert_event(note, now)
         ids.append(event_id)
     return ids
 
@@ -120,11 +139,15 @@ def _plan(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: floa
 
 def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment | None, now: float) -> _Plan:
     assert event.transaction_key is not None
-    if event.amount is None or not event.currency:
-        return _Plan(EventStatus.SKIPPED, "sale without amount or currency")
-    if event.amount <= 0:
+    paid = figure(event.amount, event.tax, event.currency)
+    if paid is None:
+        # the adapter says why the payload carries no amount (Creem's subscription.paid without one)
+        return _Plan(EventStatus.SKIPPED, event.reason or "sale without amount or currency")
+    basis = endpoint.settings.amount
+    amount = commissionable(paid, basis)
+    if amount <= 0:
         # a free order earns nothing, and Partnero has no meaning for a negative sale
-        return _Plan(EventStatus.SKIPPED, f"sale amount {event.amount} is not positive")
+        return _Plan(EventStatus.SKIPPED, f"sale amount {amount} is not positive")
     scope = endpoint.partnero.scope
     customer_key = resolve_customer_key(
         event, endpoint.settings.customer_key, lambda email: tx.customer_key_by_email(scope, email)
@@ -138,8 +161,8 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
     request: dict[str, Any] = {
         "customer": {"key": customer_key},
         "key": event.transaction_key,
-        "amount": str(event.amount),
-        "amount_units": event.currency,
+        "amount": str(amount),
+        "amount_units": paid.currency,
         "action": "sale",
     }
     if event.product_id:
@@ -160,15 +183,24 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
     if payment is not None and payment.state is not PaymentState.ACTIVE:
         # the reversal arrived first: keep the sale on record, never send it
         op = replace(op, status=OpStatus.SKIPPED, reason="reversed before it was delivered (the reversal came first)")
-        tx.put_payment(replace(payment, sale_request=request), now)
+        ledger = _ledger(payment).with_sale(paid)
+        tx.put_payment(replace(payment, sale_request=request, amounts=ledger.dump()), now)
     elif payment is not None:
         # only partial refunds came first: book the sale at its net amount from the start
-        net = event.amount - payment.refunded
+        ledger = _ledger(payment).with_sale(paid)
+        refunded = ledger.refunded(basis)
+        net = amount - refunded
         if net <= 0:
             op = replace(op, status=OpStatus.SKIPPED, reason="fully refunded before it was delivered")
-        elif endpoint.settings.partial_refunds == "adjust" and payment.refunded > 0:
+        elif endpoint.settings.partial_refunds == "adjust" and refunded > 0:
             op = replace(op, request={**sent_request, "amount": str(net)})
-        tx.put_payment(replace(payment, sale_request=request, current_key=event.transaction_key), now)
+        if foreign := ledger.foreign_currencies():
+            currencies = ", ".join(sorted(foreign))
+            plan.attention = f"needs attention: refunds in {currencies} of a sale in {paid.currency}; not applied"
+        updated = replace(
+            payment, sale_request=request, current_key=event.transaction_key, refunded=refunded, amounts=ledger.dump()
+        )
+        tx.put_payment(updated, now)
     else:
         tx.put_payment(
             Payment(
@@ -180,6 +212,7 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
                 0,
                 request,
                 Decimal(0),
+                RefundLedger(sale=paid).dump(),
             ),
             now,
         )
@@ -246,11 +279,22 @@ def reopen(tx: Transaction, op: Operation, now: float) -> None:
 def _refund(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment, now: float) -> _Plan:
     if payment.state is not PaymentState.ACTIVE:
         return _Plan(EventStatus.DUPLICATE, f"payment already reversed ({payment.state.value})")
-    if event.refund_id and event.refund_id in payment.refund_ids:
+    ledger = _ledger(payment)
+    if event.refund_id and ledger.has(event.refund_id):
         return _Plan(EventStatus.DUPLICATE, f"refund {event.refund_id} already applied")
-    sale_amount = payment.sale_amount if payment.sale_amount is not None else event.sale_amount
-    refunded = _refunded_after(event, payment)
-    refund_ids = payment.refund_ids + ((event.refund_id,) if event.refund_id else ())
+    sale_currency = payment.sale_request["amount_units"] if payment.sale_request else ledger.currency
+    if event.currency and sale_currency and event.currency != sale_currency:
+        # comparing 10 GBP with a 12 EUR sale would invent a partial or a full refund: a person decides
+        return _Plan(
+            EventStatus.SKIPPED,
+            f"needs attention: refund in {event.currency} of a sale in {sale_currency}; not applied",
+        )
+    basis = endpoint.settings.amount
+    updated = ledger.with_refund(event)
+    sale_amount = payment.sale_amount
+    if sale_amount is None and updated.sale is not None:
+        sale_amount = commissionable(updated.sale, basis)
+    refunded = updated.refunded(basis) if updated.knows_amounts() else None
     full = (
         event.full_refund is True
         or (refunded is not None and sale_amount is not None and refunded >= sale_amount)
@@ -265,30 +309,27 @@ def _refund(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment
                 state=PaymentState.REFUNDED,
                 current_key=None,
                 refunded=refunded if refunded is not None else payment.refunded,
-                refund_ids=refund_ids,
+                amounts=updated.dump(),
             ),
             now,
         )
         return plan
     if refunded is None:
+        tx.put_payment(replace(payment, amounts=updated.dump()), now)
         return _Plan(EventStatus.SKIPPED, "partial refund of an unknown amount: the sale stays as sent")
+    moved = replace(payment, refunded=refunded, amounts=updated.dump())
     if refunded == payment.refunded:
+        tx.put_payment(moved, now)
         return _Plan(EventStatus.DUPLICATE, f"refunded total {refunded} already applied")
-    updated = replace(payment, refunded=refunded, refund_ids=refund_ids)
     if policy == "ignore" or sale_amount is None or payment.sale_request is None:
-        tx.put_payment(updated, now)
+        tx.put_payment(moved, now)
         why = "partial_refunds: ignore" if policy == "ignore" else "its sale is unknown"
         return _Plan(EventStatus.SKIPPED, f"partial refund recorded, refunded {refunded} ({why})")
-    return _rebook(tx, endpoint, updated, sale_amount - refunded, now)
+    return _rebook(tx, endpoint, moved, sale_amount - refunded, now)
 
 
-def _refunded_after(event: NormalizedEvent, payment: Payment) -> Decimal | None:
-    """The cumulative refunded amount after this event; providers report either a total or one refund."""
-    if event.refunded_total is not None:
-        return max(event.refunded_total, payment.refunded)
-    if event.amount is not None:
-        return payment.refunded + event.amount
-    return None
+def _ledger(payment: Payment) -> RefundLedger:
+    return RefundLedger.load(payment.amounts, payment.refunded)
 
 
 def _dispute(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment, now: float) -> _Plan:

@@ -23,6 +23,7 @@ from providers.base import AdapterOptions, PayloadError
 
 _SEGMENT = re.compile(r"[^\s.]+")
 _PLAIN_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+_SIGNED_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def _check_path(value: str) -> str:
@@ -55,6 +56,8 @@ class FieldPaths(_Settings):
     transaction_id: DotPath
     amount: DotPath
     amount_unit: Literal["minor", "major"] = "minor"
+    # the tax inside `amount`, when the payload names it (the ledger then books without it by default)
+    tax: DotPath | None = None
     currency: DotPath | None = None
     email: DotPath | None = None
     customer_id: DotPath | None = None
@@ -236,6 +239,7 @@ class PayloadMapper:
             event_type=event_type,
             transaction_key=self._key(document, self.fields.transaction_id),
             amount=amount,
+            tax=self._amount(document, self.fields.tax, currency),
             currency=currency,
             customer=self._customer(document),
             product_id=self._text(document, self.fields.product_id),
@@ -246,8 +250,9 @@ class PayloadMapper:
     def _refund(self, event_type: str, document: Any) -> NormalizedEvent:
         fields = self.fields
         currency = self._currency(document)
-        amount = self._amount(document, fields.refund_amount, currency)
-        refunded_total = self._amount(document, fields.refunded_total, currency)
+        # PayPal v1 and WooCommerce report refunds as negative amounts: the sign only says "money back"
+        amount = self._amount(document, fields.refund_amount, currency, negative_ok=True)
+        refunded_total = self._amount(document, fields.refunded_total, currency, negative_ok=True)
         mapped = [path for path in (fields.refund_amount, fields.refunded_total) if path is not None]
         if mapped and amount is None and refunded_total is None:
             # without it a partial refund would be taken for a full one
@@ -315,7 +320,9 @@ class PayloadMapper:
                 return normalize_currency(value)
         return self.fixed_currency
 
-    def _amount(self, document: Any, path: str | None, currency: str | None) -> Decimal | None:
+    def _amount(
+        self, document: Any, path: str | None, currency: str | None, *, negative_ok: bool = False
+    ) -> Decimal | None:
         if path is None:
             return None
         value = lookup(document, path)
@@ -323,13 +330,14 @@ class PayloadMapper:
             return None
         if currency is None:
             raise ValueError(f"no currency for the amount at {path}")
-        if isinstance(value, str) and _PLAIN_NUMBER.fullmatch(value.strip()):
+        number = _SIGNED_NUMBER if negative_ok else _PLAIN_NUMBER
+        if isinstance(value, str) and number.fullmatch(value.strip()):
             value = value.strip()
-        elif isinstance(value, bool) or not isinstance(value, int | Decimal) or value < 0:
+        elif isinstance(value, bool) or not isinstance(value, int | Decimal) or (value < 0 and not negative_ok):
             raise ValueError(f"{path} is not a non-negative amount: {value!r}")
         if self.fields.amount_unit == "minor":
-            return from_minor_units(value, currency)
-        return from_major_units(value, currency)
+            return abs(from_minor_units(value, currency))
+        return abs(from_major_units(value, currency))
 
     def _customer(self, document: Any) -> CustomerFacts:
         return CustomerFacts(

@@ -113,8 +113,8 @@ def _checkout_completed(event_type: str, obj: Mapping[str, Any], occurred_at: da
         # a one-time order of an older payload: its refund will name the transaction, not the order
         key = f"creem:order:{_required(order, 'order', 'id')}"
     currency = currency_code(order.get("currency"), "order.currency")
-    # amount_paid is what was charged (after discount, tax included, the scale refunds use);
-    # older payloads only have amount
+    # amount_paid is what was charged (after discount, tax included, the scale refunds use), of which
+    # tax_amount is tax; older payloads only have amount
     paid_field = "amount_paid" if order.get("amount_paid") is not None else "amount"
     amount = from_minor_units(_cents(order.get(paid_field), f"order.{paid_field}"), currency)
     if amount == 0:
@@ -125,6 +125,7 @@ def _checkout_completed(event_type: str, obj: Mapping[str, Any], occurred_at: da
         event_type=event_type,
         transaction_key=key,
         amount=amount,
+        tax=_optional_amount(order, "tax_amount", currency) if paid_field == "amount_paid" else None,
         currency=currency,
         customer=_customer(obj),
         product_id=_id_of(obj.get("product")) or _id_of(order.get("product")),
@@ -136,14 +137,31 @@ def _checkout_completed(event_type: str, obj: Mapping[str, Any], occurred_at: da
 
 def _subscription_paid(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
     transaction_id = _required(obj, "object", "last_transaction_id")
-    amount, currency = _subscription_payment(obj, transaction_id)
+    key = f"creem:tran:{transaction_id}"
+    last = _mapping(obj.get("last_transaction"))
+    if last.get("amount_paid") is None or _text(last.get("id")) not in (None, transaction_id):
+        # The documented payload names the transaction but not what was paid; the product's list price
+        # (before tax and discounts, one unit) is not money paid. A first payment is booked from its
+        # checkout.completed under this same key; a renewal needs the operator.
+        return NormalizedEvent(
+            kind=EventKind.SALE,
+            event_type=event_type,
+            transaction_key=key,
+            customer=_customer(obj),
+            test_mode=_test_mode(obj),
+            reason=f"no paid amount in the payload (no last_transaction): book transaction {transaction_id} by hand"
+            " if no checkout.completed books it",
+        )
+    currency = currency_code(last.get("currency"), "last_transaction.currency")
+    amount = from_minor_units(_cents(last["amount_paid"], "last_transaction.amount_paid"), currency)
     if amount == 0:
         return ignored(event_type, "nothing was paid (free trial or full discount)")
     return NormalizedEvent(
         kind=EventKind.SALE,
         event_type=event_type,
-        transaction_key=f"creem:tran:{transaction_id}",
+        transaction_key=key,
         amount=amount,
+        tax=_optional_amount(last, "tax_amount", currency),
         currency=currency,
         customer=_customer(obj),
         product_id=_id_of(obj.get("product")),
@@ -153,31 +171,26 @@ def _subscription_paid(event_type: str, obj: Mapping[str, Any], occurred_at: dat
     )
 
 
-def _subscription_payment(obj: Mapping[str, Any], transaction_id: str) -> tuple[Decimal, str]:
-    last = _mapping(obj.get("last_transaction"))
-    if last.get("amount_paid") is not None and _text(last.get("id")) in (None, transaction_id):
-        currency = currency_code(last.get("currency"), "last_transaction.currency")
-        return from_minor_units(_cents(last["amount_paid"], "last_transaction.amount_paid"), currency), currency
-    # The documented payload carries no paid amount, only the product's list price (before tax
-    # and discounts); the SDK's subscription entity adds `last_transaction` when it is expanded.
-    product = _object(obj, "product")
-    currency = currency_code(product.get("currency"), "product.currency")
-    return from_minor_units(_cents(product.get("price"), "product.price"), currency), currency
-
-
 def _refund_created(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
+    status = _text(obj.get("status"))
+    if status is not None and status != "succeeded":
+        return ignored(event_type, f"refund status is {status!r}; only a succeeded refund moves money")
     transaction = _object(obj, "transaction")
     transaction_id = _required(transaction, "transaction", "id")
     currency = currency_code(obj.get("refund_currency") or transaction.get("currency"), "refund_currency")
     amount = from_minor_units(_cents(obj.get("refund_amount"), "refund_amount"), currency)
     sale_amount: Decimal | None = None
+    sale_tax: Decimal | None = None
     refunded_total: Decimal | None = None
     full_refund: bool | None = None
     if (
         transaction.get("currency") is None
         or currency_code(transaction["currency"], "transaction.currency") == currency
     ):
+        # the refund is gross only: the ledger takes off the transaction's own tax share
         sale_amount = _optional_amount(transaction, "amount_paid", currency)
+        if sale_amount is not None:
+            sale_tax = _optional_amount(transaction, "tax_amount", currency)
         # refunded_amount is the transaction's running total, this refund included
         refunded_total = _optional_amount(transaction, "refunded_amount", currency)
         if sale_amount is not None:
@@ -195,6 +208,7 @@ def _refund_created(event_type: str, obj: Mapping[str, Any], occurred_at: dateti
         full_refund=full_refund,
         refunded_total=refunded_total,
         sale_amount=sale_amount,
+        sale_tax=sale_tax,
         refund_id=_text(obj.get("id")),
         reason=_text(obj.get("reason")),
     )

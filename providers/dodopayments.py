@@ -3,13 +3,16 @@
 Every charge, one-off or subscription, arrives as `payment.succeeded` keyed on its `payment_id`;
 `subscription.active` and `subscription.renewed` announce the same money again and are ignored.
 Refunds and disputes name the payment, so they share its key. Test and live are separate Dodo
-environments with separate secrets and no flag in the payload.
+environments with separate secrets and no flag in the payload, so an endpoint that receives the test
+environment says so (`sandbox: true`). `total_amount` includes `tax`; a refund reports only its gross
+`amount`, which the ledger pro-rates by its payment's tax share.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
@@ -41,6 +44,9 @@ _DISPUTE_STATES = {
     # accepting a dispute hands the money back to the cardholder, like losing it
     "dispute.accepted": DisputeState.LOST,
     "dispute.won": DisputeState.WON,
+    # the response window passed without a challenge: Dodo's docs say it typically resolves against the
+    # merchant, and no later lost/won event is documented, so waiting for one would keep the commission
+    "dispute.expired": DisputeState.LOST,
 }
 
 _IGNORED = {
@@ -51,13 +57,14 @@ _IGNORED = {
     "payment.cancelled": "payment did not succeed",
     "refund.failed": "refund did not go through",
     "dispute.challenged": "dispute not settled yet",
-    "dispute.expired": "dispute state not acted on (only opened, lost, accepted, won)",
     "dispute.cancelled": "dispute withdrawn; the sale stands",
 }
 
 
 class DodoPaymentsOptions(AdapterOptions):
     tolerance_seconds: int = Field(default=STANDARD_TOLERANCE_SECONDS, ge=1)
+    # Dodo's payloads carry no test flag; an endpoint registered in test mode says so here
+    sandbox: bool = False
 
 
 class DodoPaymentsAdapter(ProviderAdapter):
@@ -74,9 +81,9 @@ class DodoPaymentsAdapter(ProviderAdapter):
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
         super().__init__(secrets, options)
         self._keys = tuple(_key(secret) for secret in self.secrets)
-        self._tolerance = (
-            options.tolerance_seconds if isinstance(options, DodoPaymentsOptions) else STANDARD_TOLERANCE_SECONDS
-        )
+        settings = options if isinstance(options, DodoPaymentsOptions) else DodoPaymentsOptions()
+        self._tolerance = settings.tolerance_seconds
+        self._sandbox = settings.sandbox
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         verify_standard_webhook(self._keys, request.headers, request.body, now, self._tolerance)
@@ -101,14 +108,16 @@ class DodoPaymentsAdapter(ProviderAdapter):
         occurred_at = _timestamp(envelope.get("timestamp"))
         try:
             if event_type == "payment.succeeded":
-                return [_sale(event_type, data, occurred_at)]
-            if event_type == "refund.succeeded":
-                return [_refund(event_type, data, occurred_at)]
-            if event_type in _DISPUTE_STATES:
-                return [_dispute(event_type, data, occurred_at, _DISPUTE_STATES[event_type])]
+                event = _sale(event_type, data, occurred_at)
+            elif event_type == "refund.succeeded":
+                event = _refund(event_type, data, occurred_at)
+            elif event_type in _DISPUTE_STATES:
+                event = _dispute(event_type, data, occurred_at, _DISPUTE_STATES[event_type])
+            else:
+                return [ignored(event_type, _IGNORED.get(event_type, "event not used by the bridge"))]
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
             raise PayloadError(f"{event_type}: {exc}") from None
-        return [ignored(event_type, _IGNORED.get(event_type, "event not used by the bridge"))]
+        return [replace(event, test_mode=self._sandbox)]
 
 
 def _key(secret: str) -> bytes:
@@ -127,6 +136,10 @@ def _sale(event_type: str, data: Mapping[str, Any], occurred_at: datetime | None
         event_type=event_type,
         transaction_key=f"dodo:pay:{payment_id}",
         amount=from_minor_units(non_negative_amount(data.get("total_amount"), "total_amount"), currency),
+        # total_amount is "charged to the customer including tax"; `tax` may be null (not reported)
+        tax=from_minor_units(non_negative_amount(data["tax"], "tax"), currency)
+        if data.get("tax") is not None
+        else None,
         currency=currency,
         customer=_customer(data),
         product_id=_first_product(data.get("product_cart")),

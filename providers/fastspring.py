@@ -3,7 +3,9 @@
 Keys: `fastspring:order:<order id>` for every paid order. `order.completed` announces a first purchase
 (a subscription's first charge included) and `subscription.charge.completed` each rebill, which is its
 own order; the two never announce the same order, and if they did they would share the key. Returns
-and chargebacks name the original order, so they share its key. Amounts are JSON numbers in major units.
+and chargebacks name the original order, so they share its key. Amounts are JSON numbers in major units:
+an order's `total` is what the buyer paid, of which `tax` is tax; a return's `totalReturn` likewise with
+its own `tax`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units
@@ -52,16 +54,8 @@ Json = Mapping[str, Any]
 Handler = Callable[[str, Json, Json], NormalizedEvent]
 
 
-class FastSpringOptions(AdapterOptions):
-    """`amount_field`: `total` (default) includes the tax FastSpring collects as merchant of record;
-    `subtotal` pays commission on the pre-tax amount after discounts (returns use their `subtotal`)."""
-
-    amount_field: Literal["total", "subtotal"] = "total"
-
-
 class FastSpringAdapter(ProviderAdapter):
     name: ClassVar[str] = "fastspring"
-    Options: ClassVar[type[AdapterOptions]] = FastSpringOptions
     # FastSpring only announces a chargeback when it is filed; no outcome ever follows
     reports_dispute_outcome: ClassVar[bool] = False
 
@@ -71,8 +65,6 @@ class FastSpringAdapter(ProviderAdapter):
             raise ValueError("fastspring: empty HMAC SHA256 secret")
         # the merchant types the secret into the webhook settings; FastSpring uses it as UTF-8 bytes
         self._keys = tuple(secret.encode("utf-8") for secret in self.secrets)
-        settings = options if isinstance(options, FastSpringOptions) else FastSpringOptions()
-        self._amount_field = settings.amount_field
         self._handlers: dict[str, Handler] = {
             "order.completed": self._order_completed,
             "subscription.charge.completed": self._charge_completed,
@@ -157,7 +149,7 @@ class FastSpringAdapter(ProviderAdapter):
         if order_id is None:
             raise PayloadError("missing data.order")
         currency = currency_code(data.get("currency"), "data.currency")
-        amount = self._amount(data, "data", currency)
+        amount = _major(data.get("total"), "data.total", currency)
         if amount == 0:
             return ignored(event_type, "nothing was paid (free order or full discount)")
         return NormalizedEvent(
@@ -165,6 +157,7 @@ class FastSpringAdapter(ProviderAdapter):
             event_type=event_type,
             transaction_key=f"fastspring:order:{order_id}",
             amount=amount,
+            tax=_optional_major(data, "tax", "data", currency),
             currency=currency,
             customer=_customer(data),
             product_id=_first_product(data),
@@ -184,21 +177,22 @@ class FastSpringAdapter(ProviderAdapter):
         if order_id is None:
             raise PayloadError("missing data.order (the rebill order)")
         currency = currency_code(data.get("currency") or order.get("currency"), "data.currency")
-        if self._amount_field == "subtotal":
-            if not order:
-                raise PayloadError("amount_field subtotal needs Webhook Expansion (data.order as an object)")
-            amount = self._amount(order, "data.order", currency)
-        elif data.get("total") is not None:
+        if data.get("total") is not None:
             amount = _major(data["total"], "data.total", currency)
         else:
-            amount = self._amount(order, "data.order", currency)
+            amount = _major(order.get("total"), "data.order.total", currency)
         if amount == 0:
             return ignored(event_type, "nothing was paid (free period or full discount)")
+        # only the expanded rebill order (Webhook Expansion) names the tax of this charge
+        tax = None
+        if order.get("total") is not None and _major(order["total"], "data.order.total", currency) == amount:
+            tax = _optional_major(order, "tax", "data.order", currency)
         return NormalizedEvent(
             kind=EventKind.SALE,
             event_type=event_type,
             transaction_key=f"fastspring:order:{order_id}",
             amount=amount,
+            tax=tax,
             currency=currency,
             customer=_customer(data, order),
             product_id=_first_product(order) or _subscription_product(data.get("subscription")),
@@ -216,21 +210,23 @@ class FastSpringAdapter(ProviderAdapter):
         if data.get("completed") is False:
             return ignored(event_type, "return not completed (pending or unsuccessful)")
         currency = currency_code(data.get("currency"), "data.currency")
-        field = "totalReturn" if self._amount_field == "total" else "subtotal"
-        amount = _major(data.get(field), f"data.{field}", currency)
+        amount = _major(data.get("totalReturn"), "data.totalReturn", currency)
         sale_amount: Decimal | None = None
+        sale_tax: Decimal | None = None
         original_currency = original.get("currency")
-        if original and (
-            original_currency is None or currency_code(original_currency, "original.currency") == currency
+        if (
+            original
+            and (original_currency is None or currency_code(original_currency, "original.currency") == currency)
+            and original.get("total") is not None
         ):
-            sale_field = "total" if self._amount_field == "total" else "subtotal"
-            if original.get(sale_field) is not None:
-                sale_amount = _major(original[sale_field], f"data.original.{sale_field}", currency)
+            sale_amount = _major(original["total"], "data.original.total", currency)
+            sale_tax = _optional_major(original, "tax", "data.original", currency)
         return NormalizedEvent(
             kind=EventKind.REFUND,
             event_type=event_type,
             transaction_key=f"fastspring:order:{order_id}",
             amount=amount,
+            tax=_optional_major(data, "tax", "data", currency),
             currency=currency,
             customer=_customer(data, original),
             product_id=_first_product(data),
@@ -238,6 +234,7 @@ class FastSpringAdapter(ProviderAdapter):
             occurred_at=_millis(event.get("created")),
             full_refund=None if sale_amount is None else amount >= sale_amount,
             sale_amount=sale_amount,
+            sale_tax=sale_tax,
             refund_id=_text(data.get("return")),
             reason=_text(data.get("reason")),
         )
@@ -263,9 +260,6 @@ class FastSpringAdapter(ProviderAdapter):
             reason=_text(data.get("reasonDescription")) or _text(data.get("reasonCode")),
         )
 
-    def _amount(self, order: Json, where: str, currency: str) -> Decimal:
-        return _major(order.get(self._amount_field), f"{where}.{self._amount_field}", currency)
-
 
 # --- payload helpers --------------------------------------------------------------------------------
 
@@ -287,6 +281,10 @@ def _major(value: Any, field: str, currency: str) -> Decimal:
     if value < 0:
         raise ValueError(f"{field} is negative: {value!r}")
     return from_major_units(value, currency)
+
+
+def _optional_major(obj: Json, field: str, where: str, currency: str) -> Decimal | None:
+    return None if obj.get(field) is None else _major(obj[field], f"{where}.{field}", currency)
 
 
 def _mapping(value: Any) -> Json:

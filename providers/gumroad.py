@@ -3,8 +3,14 @@
 Gumroad signs nothing. The merchant appends `?token=<secret>` to the URL it registers, or puts
 `user:<secret>@` in it, which Gumroad sends as `Authorization: Basic`; that is all `verify` can check.
 The body is a Rails form post: nested hashes arrive as `url_params[user_id]=...`, booleans as
-`true`/`false`, amounts as integer cents of the product's currency. Each post describes one purchase
-(`sale_id`) with its current `refunded`/`disputed`/`dispute_won` flags; a renewal is its own purchase.
+`true`/`false`. Each post describes one purchase (`sale_id`) with its current
+`refunded`/`disputed`/`dispute_won` flags; a renewal is its own purchase.
+
+`price` is always integer **USD cents**, whatever the product is listed in: Gumroad converts the
+listed price to USD and charges that (`price_cents = displayed_price_usd_cents` in its
+`app/models/purchase.rb`), while `currency` is the listing's currency (`link.price_currency_type`). A
+€10 product arrives as `price=1085&currency=eur`, so the sale is booked as 10.85 USD — the money the
+buyer paid — and Partnero converts it to the program's currency.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
-from bridge.money import from_minor_units, normalize_currency
+from bridge.money import from_minor_units
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -42,6 +48,8 @@ SUBSCRIPTION_RESOURCES = frozenset(
 RETRY_FIELD = "retry_count"
 DELIVERY_FLAGS = ("refunded", "disputed", "dispute_won", "test")
 _WHOLE_CENTS = re.compile(r"[0-9]+")
+# the currency of `price` and `gift_price` in every Ping
+PRICE_CURRENCY = "USD"
 
 Fields = Mapping[str, str]
 
@@ -177,20 +185,22 @@ def classify(resource: str, fields: Fields) -> tuple[EventKind, DisputeState | N
 
 
 def purchase_amount(fields: Fields, resource: str, *, required: bool) -> tuple[Decimal | None, str | None]:
-    """The purchase total in major units; a gift receipt is priced 0, the gifter's payment is `gift_price`."""
+    """What the buyer paid, in USD; a gift receipt is priced 0, the gifter's payment is `gift_price`.
+
+    Both are USD cents (see the module docstring); `currency` names the listing, not the money.
+    """
     field = "price"
     if is_true(fields, "is_gift_receiver_purchase") and fields.get("gift_price"):
         field = "gift_price"
-    raw, code = fields.get(field), fields.get("currency")
-    if not raw or not code:
+    raw = fields.get(field)
+    if not raw:
         if required:
-            raise PayloadError(f"{resource} post without {field if not raw else 'currency'}")
+            raise PayloadError(f"{resource} post without {field}")
         return None, None
     if not _WHOLE_CENTS.fullmatch(raw):
         raise PayloadError(f"{field} is not a whole number of cents: {raw[:40]!r}")
     try:
-        currency = normalize_currency(code)
-        return from_minor_units(raw, currency), currency
+        return from_minor_units(raw, PRICE_CURRENCY), PRICE_CURRENCY
     except ValueError as exc:
         raise PayloadError(str(exc)) from None
 

@@ -1,16 +1,22 @@
 """Lemon Squeezy: `X-Signature` hex HMAC-SHA256 of the raw body; JSON:API orders and subscription invoices.
 
 Keys: `lemonsqueezy:order:<order id>` for an order (one-off purchase or the first subscription payment)
-and `lemonsqueezy:invoice:<invoice id>` for a renewal, so the first subscription payment, announced by
-both `order_created` and `subscription_payment_success` (billing_reason `initial`), is counted once.
+and `lemonsqueezy:invoice:<invoice id>` for a renewal or a plan-change charge, so the first subscription
+payment, announced by both `order_created` and `subscription_payment_success` (billing_reason
+`initial`), is counted once.
+
+Amounts: `total` is what the buyer paid and `tax` the part of it that is tax (whether the price was
+set tax-inclusive or not); refunds report only the cumulative gross `refunded_amount`, so each refund
+event also names its order's `total` and `tax` for the ledger to take off the right tax share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
@@ -54,16 +60,8 @@ Json = Mapping[str, Any]
 Handler = Callable[[str, Json, Json], NormalizedEvent]
 
 
-class LemonSqueezyOptions(AdapterOptions):
-    """`amount_field`: `total` (default) includes the tax Lemon Squeezy collects as merchant of record;
-    `subtotal` pays commission on the pre-tax amount after discounts (`subtotal - discount_total`)."""
-
-    amount_field: Literal["total", "subtotal"] = "total"
-
-
 class LemonSqueezyAdapter(ProviderAdapter):
     name = "lemonsqueezy"
-    Options = LemonSqueezyOptions
     # https://docs.lemonsqueezy.com/help/checkout/passing-custom-data: `checkout[custom][<name>]` on
     # `https://<store>.lemonsqueezy.com/checkout/buy/<variant>` arrives as `meta.custom_data.<name>`
     checkout_links: ClassVar[tuple[CheckoutLink, ...]] = (
@@ -78,8 +76,6 @@ class LemonSqueezyAdapter(ProviderAdapter):
             raise ValueError("lemonsqueezy: empty webhook signing secret")
         # the merchant types the secret into the dashboard; Lemon Squeezy uses it as UTF-8 bytes
         self._keys = tuple(secret.encode("utf-8") for secret in self.secrets)
-        settings = options if isinstance(options, LemonSqueezyOptions) else LemonSqueezyOptions()
-        self._amount_field = settings.amount_field
         self._handlers: dict[str, Handler] = {
             "order_created": self._order_created,
             "order_refunded": self._order_refunded,
@@ -156,7 +152,8 @@ class LemonSqueezyAdapter(ProviderAdapter):
             kind=EventKind.SALE,
             event_type=event,
             transaction_key=f"lemonsqueezy:order:{_data_id(data)}",
-            amount=self._sale_amount(attributes, currency),
+            amount=_money(attributes, "total", currency),
+            tax=_tax(attributes, currency),
             currency=currency,
             customer=_customer(meta, attributes),
             product_id=_first_item(attributes, "product_id"),
@@ -181,14 +178,14 @@ class LemonSqueezyAdapter(ProviderAdapter):
         reason = _billing_reason(attributes)
         if reason == "initial":
             return ignored(event, "first subscription payment: counted by order_created under the order key")
-        if reason == "updated":
-            return ignored(event, "plan-change charge (billing_reason=updated) is not booked as a sale yet")
+        # a renewal, or a plan-change charge (`updated`: the prorated difference): money paid, its own invoice
         currency = _currency(attributes)
         return NormalizedEvent(
             kind=EventKind.SALE,
             event_type=event,
             transaction_key=f"lemonsqueezy:invoice:{_data_id(data)}",
-            amount=self._sale_amount(attributes, currency),
+            amount=_money(attributes, "total", currency),
+            tax=_tax(attributes, currency),
             currency=currency,
             customer=_customer(meta, attributes),
             test_mode=_test_mode(meta, attributes),
@@ -197,25 +194,20 @@ class LemonSqueezyAdapter(ProviderAdapter):
 
     def _invoice_refunded(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
         attributes = _attributes(data, "subscription-invoices")
-        reason = _billing_reason(attributes)
-        if reason == "initial":
-            return ignored(
-                event,
-                "refund of a first subscription payment: its sale is booked under the order key, which "
-                "this invoice does not carry; the order_refunded event of that order reverses it",
-            )
-        if reason == "updated":
-            return ignored(event, "refund of a plan-change charge (billing_reason=updated), never booked")
-        return _refund(event, f"lemonsqueezy:invoice:{_data_id(data)}", meta, attributes)
-
-    def _sale_amount(self, attributes: Json, currency: str) -> Decimal:
-        if self._amount_field == "subtotal":
-            cents = _cents(attributes, "subtotal")
-            if attributes.get("discount_total") is not None:
-                cents -= _cents(attributes, "discount_total")
-        else:
-            cents = _cents(attributes, "total")
-        return from_minor_units(cents, currency)
+        refund = _refund(event, f"lemonsqueezy:invoice:{_data_id(data)}", meta, attributes)
+        if _billing_reason(attributes) != "initial":
+            return refund
+        # The first payment is booked under its order's key, which a subscription invoice does not carry
+        # (it names only its subscription). Refunding the order sends order_refunded, which reverses the
+        # sale; refunding this invoice may not, so the operator is told instead of a guess being made.
+        subscription = _text(str(attributes.get("subscription_id") or "")) or "?"
+        return replace(
+            refund,
+            transaction_key=None,
+            reason=f"needs attention: refund of the first payment of subscription {subscription}; its sale"
+            " (lemonsqueezy:order:<order id>) is reversed by that order's order_refunded — if none arrives,"
+            " reverse it by hand",
+        )
 
 
 def _refund(
@@ -226,11 +218,9 @@ def _refund(
     product_id: str | None = None,
     product_type: str | None = None,
 ) -> NormalizedEvent:
-    """A refund on the provider's gross basis: `sale_amount` is `total`, `refunded_total` is cumulative.
-
-    Lemon Squeezy reports only the cumulative figure, so the amount of this one refund stays unknown
-    here (the core can difference it against the previous delivery).
-    """
+    """A refund as Lemon Squeezy reports it: the cumulative gross `refunded_amount` of an order of
+    `total`, of which `tax` is tax (the ledger pro-rates the refund by that share). The amount of this
+    one refund is not reported."""
     currency = _currency(attributes)
     total = from_minor_units(_cents(attributes, "total"), currency)
     refunded_total = None
@@ -255,6 +245,7 @@ def _refund(
         full_refund=full_refund,
         refunded_total=refunded_total,
         sale_amount=total,
+        sale_tax=_tax(attributes, currency),
     )
 
 
@@ -303,6 +294,14 @@ def _cents(attributes: Json, field: str) -> int | Decimal:
     if value < 0:
         raise PayloadError(f"data.attributes.{field} is negative")
     return value
+
+
+def _money(attributes: Json, field: str, currency: str) -> Decimal:
+    return from_minor_units(_cents(attributes, field), currency)
+
+
+def _tax(attributes: Json, currency: str) -> Decimal | None:
+    return None if attributes.get("tax") is None else _money(attributes, "tax", currency)
 
 
 def _currency(attributes: Json) -> str:

@@ -207,7 +207,9 @@ class MollieAdapter(ProviderAdapter):
         target = notification_target(request.body)
         if isinstance(target, list):
             return target
-        payment = await self._get(f"payments/{target}", f"{target} is not a payment of this Mollie account")
+        # embed=refunds: each refund with its status, so only settled refunds take commission off
+        path = f"payments/{target}?embed=refunds"
+        payment = await self._get(path, f"{target} is not a payment of this Mollie account")
         if payment.get("id") != target:
             raise PayloadError(f"the Mollie API answered another payment for {target}")
         customer = None
@@ -362,19 +364,7 @@ def payment_events(payment: Mapping[str, Any], customer: Mapping[str, Any] | Non
                     kind=EventKind.SALE, event_type="payment.paid", amount=amount, occurred_at=occurred_at, **common
                 )
             )
-    refunded = _optional_money(payment, "amountRefunded", currency)
-    if refunded:
-        # cumulative, and it may exceed the amount (Mollie lets merchants refund return shipping too)
-        events.append(
-            NormalizedEvent(
-                kind=EventKind.REFUND,
-                event_type="payment.refunded",
-                refunded_total=refunded,
-                sale_amount=amount,
-                full_refund=refunded >= amount,
-                **common,
-            )
-        )
+    events += _refund_events(payment, amount, currency, common)
     charged_back = _optional_money(payment, "amountChargedBack", currency)
     if charged_back:
         # the payment stays `paid`; the chargeback is only visible here, and the money is already gone
@@ -393,6 +383,48 @@ def payment_events(payment: Mapping[str, Any], customer: Mapping[str, Any] | Non
     status_text = status if isinstance(status, str) else "unknown"
     reason = _STATUS_REASONS.get(status_text, f"payment status {status_text!r} is not a sale")
     return [ignored(f"payment.{status_text}", reason)]
+
+
+def _refund_events(
+    payment: Mapping[str, Any], amount: Decimal, currency: str, common: Mapping[str, Any]
+) -> list[NormalizedEvent]:
+    """Settled refunds, one by one when the payment embeds them, else the cumulative `amountRefunded`.
+
+    `amountRefunded` already counts refunds that are queued or pending, which the merchant can still
+    cancel and which can fail; only a refund whose `status` is `refunded` has given money back.
+    """
+    embedded = payment.get("_embedded")
+    refunds = embedded.get("refunds") if isinstance(embedded, dict) else None
+    if isinstance(refunds, list):
+        events = []
+        for refund in refunds:
+            if not isinstance(refund, dict) or refund.get("status") != "refunded":
+                continue
+            value, its_currency = _money(refund["amount"])
+            events.append(
+                NormalizedEvent(
+                    kind=EventKind.REFUND,
+                    event_type="payment.refunded",
+                    amount=value,
+                    sale_amount=amount,
+                    refund_id=_text(refund.get("id")),
+                    **{**common, "currency": its_currency},
+                )
+            )
+        return events
+    refunded = _optional_money(payment, "amountRefunded", currency)
+    if not refunded:
+        return []
+    # cumulative, and it may exceed the amount (Mollie lets merchants refund return shipping too)
+    event = NormalizedEvent(
+        kind=EventKind.REFUND,
+        event_type="payment.refunded",
+        refunded_total=refunded,
+        sale_amount=amount,
+        full_refund=refunded >= amount,
+        **common,
+    )
+    return [event]
 
 
 def customer_facts(payment: Mapping[str, Any], customer: Mapping[str, Any] | None) -> CustomerFacts:

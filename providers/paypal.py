@@ -24,7 +24,7 @@ import uuid
 import warnings
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -716,12 +716,22 @@ def _sale_completed(ctx: _Context, sale: Mapping[str, Any]) -> list[NormalizedEv
         event_type=ctx.event_type,
         transaction_key=SALE_KEY + _text(sale, "id"),
         amount=amount,
+        tax=_sale_tax(sale["amount"], currency),
         currency=currency,
         customer=CustomerFacts(metadata=metadata),
         test_mode=ctx.test_mode,
         occurred_at=ctx.occurred_at,
     )
     return [event]
+
+
+def _sale_tax(amount: object, currency: str) -> Decimal | None:
+    """The tax inside a v1 sale's `amount.total`: `amount.details` splits it into subtotal, tax, shipping."""
+    tax = _mapping(_mapping(amount).get("details")).get("tax")
+    if tax is None:
+        return None
+    value, _ = _money({"total": tax, "currency": currency}, "total", "currency")
+    return value
 
 
 def _capture_refunded(ctx: _Context, refund: Mapping[str, Any]) -> list[NormalizedEvent]:
@@ -780,7 +790,11 @@ def _capture_reversed(ctx: _Context, reversal: Mapping[str, Any]) -> list[Normal
 def _sale_reversed(ctx: _Context, reversal: Mapping[str, Any]) -> list[NormalizedEvent]:
     sale_id = _sale_of(reversal)
     if sale_id is None:
-        return [ignored(ctx.event_type, "the reversal names no sale (no sale_id); reverse its sale by hand")]
+        # a reversal whose sale cannot be named must not pass unnoticed: without a key the ledger
+        # records it as skipped with this reason, for the operator
+        no_sale = _dispute_event(ctx, "", DisputeState.LOST, None, None)
+        reason = "needs attention: the reversal names no sale (no sale_id); reverse its sale by hand"
+        return [replace(no_sale, transaction_key=None, reason=reason)]
     amount, currency = _money(reversal["amount"], "total", "currency")
     return [_dispute_event(ctx, SALE_KEY + sale_id, DisputeState.LOST, abs(amount), currency)]
 

@@ -162,6 +162,8 @@ class PolarAdapter(ProviderAdapter):
             event_type=event_type,
             transaction_key=KEY_PREFIX + _text(data, "id"),
             amount=from_minor_units(_minor(total), currency),
+            # total_amount = net_amount (after discounts) + tax_amount
+            tax=_optional_minor(data.get("tax_amount"), currency),
             currency=currency,
             customer=_order_customer(data),
             product_id=_optional_text(data.get("product_id")),
@@ -174,8 +176,9 @@ class PolarAdapter(ProviderAdapter):
         if status not in ("refunded", "partially_refunded"):
             return ignored(event_type, f"order status is {status!r}, not refunded")
         currency = normalize_currency(_text(data, "currency"))
-        # refunded_amount excludes tax; adding the refunded tax compares like with total_amount
-        refunded = _minor(data["refunded_amount"]) + _minor(data.get("refunded_tax_amount") or 0)
+        # refunded_amount excludes tax; with the refunded tax it compares like with total_amount
+        refunded_tax = _minor(data.get("refunded_tax_amount") or 0)
+        refunded = _minor(data["refunded_amount"]) + refunded_tax
         return NormalizedEvent(
             kind=EventKind.REFUND,
             event_type=event_type,
@@ -187,7 +190,9 @@ class PolarAdapter(ProviderAdapter):
             occurred_at=occurred_at,
             full_refund=status == "refunded",
             refunded_total=from_minor_units(refunded, currency),
+            refunded_total_tax=from_minor_units(refunded_tax, currency),
             sale_amount=from_minor_units(_minor(data["total_amount"]), currency),
+            sale_tax=_optional_minor(data.get("tax_amount"), currency),
         )
 
     def _refund(self, event_type: str, data: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
@@ -195,14 +200,16 @@ class PolarAdapter(ProviderAdapter):
         if status != "succeeded":
             return ignored(event_type, f"refund status is {status!r}; only a succeeded refund moves money")
         currency = normalize_currency(_text(data, "currency"))
-        # Polar splits a refund into amount (net) and tax_amount; the sale is booked with tax
-        amount = _minor(data["amount"]) + _minor(data.get("tax_amount") or 0)
+        # Polar splits a refund into amount (net) and tax_amount
+        tax = _minor(data.get("tax_amount") or 0)
+        amount = _minor(data["amount"]) + tax
         disputed = data.get("dispute") is not None
         return NormalizedEvent(
             kind=EventKind.DISPUTE if disputed else EventKind.REFUND,
             event_type=event_type,
             transaction_key=KEY_PREFIX + _text(data, "order_id"),
             amount=from_minor_units(amount, currency),
+            tax=from_minor_units(tax, currency),
             currency=currency,
             customer=CustomerFacts(customer_id=_optional_text(data.get("customer_id"))),
             test_mode=self.settings.sandbox,
@@ -278,6 +285,10 @@ def _minor(value: object) -> int:
     if value < 0:
         raise ValueError(f"amount {value!r} is negative")
     return value
+
+
+def _optional_minor(value: object, currency: str) -> Decimal | None:
+    return None if value is None else from_minor_units(_minor(value), currency)
 
 
 def _text(data: Mapping[str, Any], field: str) -> str:

@@ -63,7 +63,8 @@ class RevenueCatOptions(AdapterOptions):
 
     # purchased_currency: `price_in_purchased_currency` + `currency`; usd: RevenueCat's USD `price`
     price: Literal["purchased_currency", "usd"] = "purchased_currency"
-    # proceeds: the price less RevenueCat's estimated store commission and tax percentages
+    # proceeds: the price less RevenueCat's estimated store commission (the tax, estimated by
+    # `tax_percentage`, is the endpoint's `amount` setting's business, as for every provider)
     revenue: Literal["gross", "proceeds"] = "gross"
     # stores whose payments Partnero already receives natively (e.g. STRIPE, PADDLE): counted once
     ignore_stores: tuple[str, ...] = ()
@@ -157,6 +158,7 @@ class RevenueCatAdapter(ProviderAdapter):
             event_type=event_type,
             transaction_key=key,
             amount=self._revenue(event, amount, currency),
+            tax=_share(event, "tax_percentage", amount, currency),
             currency=currency,
             customer=_customer(event),
             product_id=_optional_text(event.get("product_id")),
@@ -199,13 +201,22 @@ class RevenueCatAdapter(ProviderAdapter):
         raise ValueError("price unknown (price and price_in_purchased_currency are null)")
 
     def _revenue(self, event: Json, amount: Decimal, currency: str) -> Decimal:
-        if self.settings.revenue == "gross":
-            return amount
-        # RevenueCat leaves a percentage null when it does not know it; nothing is deducted for it then
         deducted = sum((_fraction(event.get(f)) for f in ("tax_percentage", "commission_percentage")), Decimal(0))
         if not 0 <= deducted <= 1:
             raise ValueError(f"tax and commission percentages add up to {deducted}")
-        return from_major_units(amount * (1 - deducted), currency)
+        if self.settings.revenue == "gross":
+            return amount
+        # RevenueCat leaves a percentage null when it does not know it; nothing is deducted for it then
+        commission = _share(event, "commission_percentage", amount, currency) or Decimal(0)
+        return amount - commission
+
+
+def _share(event: Json, field: str, amount: Decimal, currency: str) -> Decimal | None:
+    """`amount` times the estimated percentage in `field` (a fraction, e.g. 0.1667), None when RevenueCat
+    does not know it."""
+    if event.get(field) is None:
+        return None
+    return from_major_units(amount * _fraction(event[field]), currency)
 
 
 def _event(body: bytes) -> Json:

@@ -205,6 +205,7 @@ class WhopAdapter(ProviderAdapter):
             event_type=event_type,
             transaction_key=KEY_PREFIX + payment_id,
             amount=amount,
+            tax=_tax(data, currency),
             currency=currency,
             customer=_customer(data),
             product_id=_id_of(data.get("product")) or scalar_text(data.get("product_id")),
@@ -223,11 +224,12 @@ class WhopAdapter(ProviderAdapter):
             raise PayloadError(f"{event_type}: missing data.payment.id")
         currency = currency_code(data.get("currency"), "data.currency")
         sale_amount: Decimal | None = None
+        sale_tax: Decimal | None = None
         if payment.get("total") is not None and payment.get("currency") is not None:
-            sale_amount = from_major_units(
-                non_negative_amount(payment["total"], "data.payment.total"),
-                currency_code(payment["currency"], "data.payment.currency"),
-            )
+            sale_currency = currency_code(payment["currency"], "data.payment.currency")
+            sale_amount = from_major_units(non_negative_amount(payment["total"], "data.payment.total"), sale_currency)
+            # a refund is reported gross: the ledger takes off the payment's own tax share
+            sale_tax = _tax(payment, sale_currency)
         return NormalizedEvent(
             kind=EventKind.REFUND,
             event_type=event_type,
@@ -238,6 +240,7 @@ class WhopAdapter(ProviderAdapter):
             test_mode=self.settings.sandbox,
             occurred_at=occurred_at,
             sale_amount=sale_amount,
+            sale_tax=sale_tax,
             refund_id=_required_id(data, "id", "data.id"),
         )
 
@@ -268,6 +271,13 @@ class WhopAdapter(ProviderAdapter):
             dispute_state=state,
             reason="resolved by Visa RDR" if data.get("visa_rdr") is True else None,
         )
+
+
+def _tax(payment: Mapping[str, Any], currency: str) -> Decimal | None:
+    """`tax_amount`, "the calculated amount of the sales/VAT tax", read as the tax inside `total`."""
+    if payment.get("tax_amount") is None:
+        return None
+    return from_major_units(non_negative_amount(payment["tax_amount"], "tax_amount"), currency)
 
 
 def _customer(payment: Mapping[str, Any]) -> CustomerFacts:

@@ -203,6 +203,7 @@ class WooCommerceAdapter(ProviderAdapter):
             event_type=topic,
             transaction_key=self._key_prefix + _order_id(order),
             amount=amount,
+            tax=_total_tax(order, currency),
             currency=currency,
             customer=_customer(order),
             product_id=_single_product(order),
@@ -229,6 +230,8 @@ class WooCommerceAdapter(ProviderAdapter):
             full_refund=full,
             refunded_total=refunded,
             sale_amount=total,
+            # refunds[] carries only each refund's gross total: the ledger takes off the order's tax share
+            sale_tax=_total_tax(order, currency),
         )
 
 
@@ -297,6 +300,13 @@ def _order_total(order: Json) -> Decimal:
     if total < 0:
         raise ValueError(f"total {total} is negative")
     return total
+
+
+def _total_tax(order: Json, currency: str) -> Decimal | None:
+    """`total_tax`, the tax inside `total` (items and shipping), when the order reports it."""
+    if order.get("total_tax") is None:
+        return None
+    return from_major_units(abs(_decimal_string(order["total_tax"], "total_tax")), currency)
 
 
 def _decimal_string(value: Any, field: str) -> Decimal:

@@ -5,6 +5,10 @@ Optional keys: `"body_signed": false` for schemes that do not sign the body (a U
 `"server": "tests.<module>:<Class>"` for providers whose API the adapter calls — the class is started as a
 context manager around the test (no arguments, a `url` attribute), and `{server_url}` in any string of
 `endpoint` is replaced by its URL.
+
+`"partial_refunds"` lists the provider's partial-refund scenarios: a `sale` step and `refunds` steps, each
+a fixture `file` with optional `set` edits (dot paths into its JSON, list items by index) and the amount
+`booked` in Partnero once it is delivered, in the scenario's `currency` ("0": nothing left booked).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import importlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,16 +60,33 @@ class ProviderCase:
     def body(self, name: str) -> bytes:
         return (FIXTURES / self.provider / name).read_bytes()
 
-    def signed(self, name: str, now: float | None = None) -> tuple[bytes, dict[str, str], str]:
-        """(body, headers, query string) exactly as the provider would send fixture `name`."""
+    def signed(
+        self, name: str, now: float | None = None, edits: Mapping[str, Any] | None = None
+    ) -> tuple[bytes, dict[str, str], str]:
+        """(body, headers, query string) exactly as the provider would send fixture `name` (with `edits`)."""
         # a provider whose webhooks only name a payment (Mollie) changes the payment before it sends them
         before_webhook = getattr(self.server, "before_webhook", None)
         if before_webhook is not None:
             before_webhook(name)
-        body = self.body(name)
+        body = self.body(name) if not edits else edited(self.body(name), edits)
         signed = self.endpoint().adapter.sign(body, self.secret, now if now is not None else time.time())
         headers = {"content-type": self.spec.get("content_type", "application/json"), **signed.headers}
         return body, headers, signed.query_string
+
+
+def edited(body: bytes, edits: Mapping[str, Any]) -> bytes:
+    """A JSON fixture with the values at some dot paths replaced (`data.items.0.price`)."""
+    document = json.loads(body)
+    for path, value in edits.items():
+        *parents, last = path.split(".")
+        target = document
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+    return json.dumps(document).encode()
 
 
 def provider_cases() -> list[ProviderCase]:

@@ -32,6 +32,7 @@ DOCS = {"documentation": {"href": "https://docs.mollie.com/guides/handling-error
 WEBHOOK_STATES = {
     "ping_sale.txt": "payment_paid.json",
     "ping_refund.txt": "payment_refunded.json",
+    "ping_refund_partial.txt": "payment_partially_refunded.json",
     "ping_test_mode.txt": "payment_recurring_test.json",
     "event_payment_paid.json": "payment_paid.json",
     "event_refund_refunded.json": "payment_partially_refunded.json",

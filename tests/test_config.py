@@ -54,10 +54,10 @@ def test_errors_name_the_yaml_path() -> None:
     ]
 
 
-def test_adapter_options_are_validated_by_the_adapter() -> None:
+def test_unknown_endpoint_settings_are_named_with_a_suggestion() -> None:
     with pytest.raises(ConfigError) as error:
-        parse_config(_endpoints(amount_fieldd="total"))
-    assert error.value.problems == ["endpoints.ls.amount_fieldd: unknown setting (did you mean 'amount_field'?)"]
+        parse_config(_endpoints(amountt="total"))
+    assert error.value.problems == ["endpoints.ls.amountt: unknown setting (did you mean 'amount'?)"]
 
 
 def test_rotation_and_per_endpoint_partnero_override() -> None:

@@ -18,6 +18,7 @@ from providers import get_adapter_class
 from providers.base import AdapterOptions, PayloadError, SignatureError, WebhookRequest, body_hash
 from providers.creem import CreemAdapter
 from providers.signatures import sign_hmac, standard_webhook_key
+from tests.ledger_kit import LedgerHarness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "creem"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -175,20 +176,34 @@ def test_checkout_completed_sandbox_is_test_mode() -> None:
     assert event.test_mode is True
 
 
-def test_subscription_paid_is_a_sale_of_the_last_transaction() -> None:
-    # docs.creem.io/learn/webhooks/event-types `subscription.paid`, faithful (mode local)
+def test_subscription_paid_without_a_paid_amount_is_never_booked_at_list_price() -> None:
+    # docs.creem.io/learn/webhooks/event-types `subscription.paid`, faithful: no paid amount, only the
+    # product's list price (10.00 before tax and discounts) — not money paid
     event = parse_one(fixture("subscription_paid.json"))
     assert event.kind is EventKind.SALE
     assert event.transaction_key == TRAN
-    # no paid amount in the documented payload: the product's list price
-    assert event.amount == Decimal("10.00")
-    assert event.currency == "EUR"
+    assert event.amount is None
+    assert event.reason is not None and "no paid amount in the payload" in event.reason
     assert event.customer.email == "text@example.com"
-    assert event.customer.customer_id == "cust_1OcIK1GEuVvXZwD19tjq2z"
-    assert event.customer.metadata == DOCS_METADATA
-    assert event.product_id == "prod_d1AY2Sadk9YAvLI0pj97f"
-    assert event.product_type == "subscription"
     assert event.test_mode is True
+
+
+def test_a_renewal_without_a_paid_amount_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    # the case: a 100 %-off first period must not book the list price; the operator sees why
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["metadata.internal_customer_id", "email"], test_mode="deliver")
+    try:
+        [event] = h.apply(parse_one(fixture("subscription_paid.json")))
+        assert (event.status, event.reason) == (
+            "skipped",
+            "no paid amount in the payload (no last_transaction): book transaction tran_5yMaWzAl3jxuGJMCOrYWwk"
+            " by hand if no checkout.completed books it",
+        )
+        assert h.live() == {}
+        # its checkout.completed twin books the first payment all the same (10.00 + 2.10 VAT)
+        h.apply(parse_one(fixture("checkout_completed.json")))
+        assert h.live() == {TRAN: Decimal("10.00")}
+    finally:
+        h.close()
 
 
 def test_first_subscription_payment_announced_twice_has_one_key() -> None:
@@ -222,14 +237,15 @@ def test_subscription_paid_uses_last_transaction_when_expanded() -> None:
 
     event = parse_one(edited("subscription_paid.json", expand))
     assert event.transaction_key == TRAN
-    assert event.amount == Decimal("12.10")
+    assert (event.amount, event.tax) == (Decimal("12.10"), Decimal("2.10"))
+    assert event.product_type == "subscription"
 
 
 def test_subscription_paid_ignores_a_last_transaction_of_another_payment() -> None:
     def stale(payload: dict[str, Any]) -> None:
         payload["object"]["last_transaction"] = {"id": "tran_other", "amount_paid": 99999, "currency": "EUR"}
 
-    assert parse_one(edited("subscription_paid.json", stale)).amount == Decimal("10.00")
+    assert parse_one(edited("subscription_paid.json", stale)).amount is None
 
 
 def test_legacy_subscription_checkout_without_transaction_is_left_to_subscription_paid() -> None:
@@ -254,11 +270,14 @@ def test_legacy_one_time_checkout_falls_back_to_the_order_key() -> None:
 
 @pytest.mark.parametrize(
     ("name", "path"),
-    [("checkout_completed.json", ("order", "amount_paid")), ("subscription_paid.json", ("product", "price"))],
+    [
+        ("checkout_completed.json", ("order", "amount_paid")),
+        ("subscription_paid.json", ("last_transaction", "amount_paid")),
+    ],
 )
 def test_nothing_paid_is_ignored(name: str, path: tuple[str, str]) -> None:
     def free(payload: dict[str, Any]) -> None:
-        payload["object"][path[0]][path[1]] = 0
+        payload["object"].setdefault(path[0], {"currency": "EUR"})[path[1]] = 0
 
     event = parse_one(edited(name, free))
     assert event.kind is EventKind.IGNORED
@@ -284,7 +303,7 @@ def test_refund_created_reverses_the_transaction() -> None:
     assert event.transaction_key == TRAN
     assert event.amount == Decimal("12.10")
     assert event.currency == "EUR"
-    assert event.sale_amount == Decimal("12.10")
+    assert (event.sale_amount, event.sale_tax) == (Decimal("12.10"), Decimal("2.10"))
     assert event.refunded_total == Decimal("12.10")
     assert event.full_refund is True
     assert event.reason == "requested_by_customer"
@@ -478,7 +497,7 @@ def test_unreadable_bodies_raise_payload_error(body: bytes) -> None:
         ("checkout_completed.json", _set(-1210, "order", "amount_paid")),
         ("checkout_completed.json", _set({"id": "ord_x", "currency": "EUR", "transaction": "tran_x"}, "order")),
         ("subscription_paid.json", _drop("last_transaction_id")),
-        ("subscription_paid.json", _drop("product")),
+        ("subscription_paid.json", _set({"amount_paid": 1210, "currency": "ZZZ"}, "last_transaction")),
         ("refund_created.json", _drop("transaction")),
         ("refund_created.json", _drop("transaction", "id")),
         ("refund_created.json", _drop("refund_amount")),
@@ -527,3 +546,34 @@ def test_registry_finds_the_adapter() -> None:
 def test_options_forbid_unknown_keys() -> None:
     with pytest.raises(ValidationError):
         CreemAdapter.Options.model_validate({"key_scheme": "standard"})
+
+
+def test_the_sale_is_booked_without_the_tax_it_names() -> None:
+    # checkout.completed (current shape, SOURCES.md): amount_paid 1210 of which tax_amount 210
+    event = parse_one(fixture("checkout_completed.json"))
+    assert (event.amount, event.tax) == (Decimal("12.10"), Decimal("2.10"))
+
+
+def test_a_partial_refund_takes_off_its_share_of_the_tax(tmp_path: Path) -> None:
+    # the case: 6.05 back of a 12.10 payment (10.00 + 2.10 VAT) leaves 5.00, not 3.95
+    def half(payload: dict[str, Any]) -> None:
+        payload["object"].update(id="ref_firstHalf000000000", refund_amount=605)
+        payload["object"]["transaction"].update(refunded_amount=605, status="partially_refunded")
+
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["metadata.internal_customer_id", "email"])
+    try:
+        h.apply(parse_one(fixture("checkout_completed.json")))
+        h.apply(parse_one(edited("refund_created.json", half)))
+        assert h.live_amount() == Decimal("5.00")
+        h.apply(parse_one(fixture("refund_created.json")))
+        assert h.live() == {}
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("status", ["pending", "failed", "canceled"])
+def test_a_refund_that_did_not_succeed_moves_nothing(status: str) -> None:
+    # refund.created carries the refund's `status` (docs sample: "succeeded")
+    event = parse_one(edited("refund_created.json", _set(status, "status")))
+    assert event.kind is EventKind.IGNORED
+    assert event.reason == f"refund status is {status!r}; only a succeeded refund moves money"

@@ -17,6 +17,7 @@ from bridge.events import DisputeState, EventKind, NormalizedEvent
 from providers import get_adapter_class
 from providers.base import PayloadError, SignatureError, WebhookRequest, body_hash
 from providers.dodopayments import DodoPaymentsAdapter, DodoPaymentsOptions
+from tests.ledger_kit import LedgerHarness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dodopayments"
 
@@ -381,7 +382,40 @@ def test_dispute_amount_in_an_unknown_form_is_left_unset() -> None:
     assert event.amount is None
 
 
-@pytest.mark.parametrize("event_type", ["dispute.expired", "dispute.cancelled", "dispute.challenged"])
+def test_an_expired_dispute_is_lost(tmp_path: Path) -> None:
+    # docs.dodopayments.com/developer-resources/webhooks/intents/dispute: dispute.expired "typically
+    # resolves against you"; no lost/won follows it, so under reverse_on_lost it must reverse the sale
+    payload = json.loads(fixture("dispute_opened.json"))
+    payload["type"] = "dispute.expired"
+    event = parse_one(json.dumps(payload).encode())
+    assert (event.kind, event.dispute_state) == (EventKind.DISPUTE, DisputeState.LOST)
+    h = LedgerHarness(tmp_path / "l.db", adapter(), customer_key=["metadata.user_id", "email"])
+    try:
+        h.apply(parse_one(fixture("payment_succeeded.json")))
+        h.apply(parse_one(fixture("dispute_opened.json")))
+        assert h.live_amount() == Decimal("4.00")  # reverse_on_lost waits
+        h.apply(event)
+        assert h.live() == {}
+    finally:
+        h.close()
+
+
+def test_a_sandbox_endpoint_marks_every_event_as_test_mode() -> None:
+    # Dodo's payloads carry no test flag: test mode is a separate environment with its own webhooks
+    body = fixture("payment_succeeded.json")
+    assert parse_one(body).test_mode is False
+    [event] = adapter(sandbox=True).parse(request(body))
+    assert event.test_mode is True
+
+
+def test_the_tax_inside_total_amount_is_named() -> None:
+    # SDK Payment model: total_amount is "charged to the customer including tax"; tax is its tax part
+    event = parse_one(edited("payment_succeeded.json", total_amount=1210, tax=210))
+    assert (event.amount, event.tax) == (Decimal("12.10"), Decimal("2.10"))
+    assert parse_one(fixture("payment_succeeded.json")).tax is None  # the fixture's "tax": null
+
+
+@pytest.mark.parametrize("event_type", ["dispute.cancelled", "dispute.challenged"])
 def test_other_dispute_states_are_ignored(event_type: str) -> None:
     payload = json.loads(fixture("dispute_opened.json"))
     payload["type"] = event_type

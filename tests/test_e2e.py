@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -77,6 +78,29 @@ def test_sale_duplicates_refund_and_bad_signatures(
     assert len(deletes) == 1
     assert partnero.live_transactions() == []
     assert partnero.ledger() == {}
+
+
+PARTIAL = [(c, scenario) for c in CASES for scenario in c.spec.get("partial_refunds", [])]
+
+
+@pytest.mark.parametrize(
+    ("case", "scenario"), PARTIAL, ids=[f"{c.provider}-{s['name']}" for c, s in PARTIAL], indirect=["case"]
+)
+def test_partial_refunds_rebook_what_is_still_paid(
+    case: ProviderCase, scenario: dict[str, Any], partnero: PartneroServer, bridge_factory: BridgeFactory
+) -> None:
+    """The sale, then each partial refund as the provider sends it: Partnero ends up with one live
+    transaction for what is still paid, in the payment's currency (its own number of decimals)."""
+    partnero.add_customer(scenario["customer_key"])
+    bridge = bridge_factory({"shop": {**case.endpoint_settings, **scenario.get("endpoint", {})}})
+    for step in [scenario["sale"], *scenario["refunds"]]:
+        body, headers, query = case.signed(step["file"], edits=step.get("set"))
+        assert bridge.post("shop", body, headers, query).status_code == 200
+        booked = Decimal(step["booked"])
+        expected = [] if booked == 0 else [(booked, scenario["currency"])]
+        partnero.wait_for(lambda s, want=expected: [(t.amount, t.amount_units) for t in s.live_transactions()] == want)
+    bridge.wait_settled()
+    assert [(t.amount, t.amount_units) for t in partnero.live_transactions()] == expected, bridge.logs()
 
 
 @pytest.mark.parametrize(

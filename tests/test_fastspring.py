@@ -17,9 +17,10 @@ from pydantic import ValidationError
 
 from bridge.events import DisputeState, EventKind, NormalizedEvent
 from providers import get_adapter_class
-from providers.base import PayloadError, SignatureError, WebhookRequest, body_hash
-from providers.fastspring import FastSpringAdapter, FastSpringOptions
+from providers.base import AdapterOptions, PayloadError, SignatureError, WebhookRequest, body_hash
+from providers.fastspring import FastSpringAdapter
 from providers.signatures import sign_hmac
+from tests.ledger_kit import LedgerHarness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fastspring"
 SECRET = "my HMAC SHA256 secret"
@@ -34,8 +35,8 @@ RFC4231_BASE64 = "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM="
 ORDER = "fastspring:order:FWdPzftgReSxl2CswuQQ4w"
 
 
-def adapter(*secrets: str, amount_field: str = "total") -> FastSpringAdapter:
-    return FastSpringAdapter(secrets or (SECRET,), FastSpringOptions.model_validate({"amount_field": amount_field}))
+def adapter(*secrets: str) -> FastSpringAdapter:
+    return FastSpringAdapter(secrets or (SECRET,), AdapterOptions())
 
 
 def fixture(name: str) -> bytes:
@@ -67,12 +68,12 @@ def signed(body: bytes, secret: str = SECRET) -> WebhookRequest:
     return request(body, adapter(secret).sign(body, secret, NOW).headers)
 
 
-def parse(body: bytes, **options: str) -> list[NormalizedEvent]:
-    return adapter(**options).parse(request(body))
+def parse(body: bytes) -> list[NormalizedEvent]:
+    return adapter().parse(request(body))
 
 
-def parse_one(body: bytes, **options: str) -> NormalizedEvent:
-    events = parse(body, **options)
+def parse_one(body: bytes) -> NormalizedEvent:
+    events = parse(body)
     assert len(events) == 1
     return events[0]
 
@@ -158,7 +159,7 @@ def test_no_timestamp_so_no_tolerance() -> None:
 
 def test_empty_secret_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="empty"):
-        FastSpringAdapter([""], FastSpringOptions())
+        FastSpringAdapter([""], AdapterOptions())
 
 
 # --- sales ---------------------------------------------------------------------------------------
@@ -222,14 +223,14 @@ def test_tags_are_stringified_and_nested_values_skipped() -> None:
     assert event.customer.metadata == {"user_id": "42", "vip": "true", "ratio": "1.50"}
 
 
-def test_subtotal_option_books_the_pre_tax_amount() -> None:
+def test_an_order_names_the_tax_inside_its_total() -> None:
+    # order.completed fields total / tax / subtotal (SOURCES.md): 300.00 + 57.00 tax
     def taxed(payload: dict[str, Any]) -> None:
         data = data_of(payload)
         data["tax"], data["total"], data["subtotal"] = Decimal("57.00"), Decimal("357.00"), Decimal("300.0")
 
-    body = edited("order_completed.json", taxed)
-    assert parse_one(body).amount == Decimal("357.00")
-    assert parse_one(body, amount_field="subtotal").amount == Decimal("300.00")
+    event = parse_one(edited("order_completed.json", taxed))
+    assert (event.amount, event.tax) == (Decimal("357.00"), Decimal("57.00"))
 
 
 def test_rebill_is_a_sale_of_the_rebill_order() -> None:
@@ -261,12 +262,11 @@ def test_rebill_without_expansion_uses_the_order_id() -> None:
     assert event.customer.email is None
 
 
-def test_rebill_subtotal_needs_expansion() -> None:
+def test_only_an_expanded_rebill_names_its_tax() -> None:
+    expanded = parse_one(fixture("subscription_charge_completed.json"))
+    assert (expanded.amount, expanded.tax) == (Decimal("14.95"), Decimal("0.00"))
     body = edited("subscription_charge_completed.json", lambda p: data_of(p).update(order="f4AD0ASGT-aLxvCgZhwqYQ"))
-    with pytest.raises(PayloadError, match="Webhook Expansion"):
-        parse(body, amount_field="subtotal")
-    expanded = parse_one(fixture("subscription_charge_completed.json"), amount_field="subtotal")
-    assert expanded.amount == Decimal("14.95")
+    assert (parse_one(body).amount, parse_one(body).tax) == (Decimal("14.95"), None)
 
 
 def test_first_order_and_rebill_have_distinct_keys_and_a_repeat_has_the_same() -> None:
@@ -350,16 +350,28 @@ def test_partial_return_reports_this_return_and_its_id() -> None:
     assert event.refund_id == "qWIaFaLlRgu6NYs7MgHkGA"
 
 
-def test_return_with_subtotal_option_compares_subtotals() -> None:
+def test_a_return_names_its_own_tax_and_its_orders(tmp_path: Path) -> None:
+    # return.created fields totalReturn / tax / subtotal and the expanded original order (SOURCES.md)
+    def taxed_order(payload: dict[str, Any]) -> None:
+        data_of(payload).update(total=Decimal("357.00"), subtotal=Decimal("300.00"), tax=Decimal("57.00"))
+
     def taxed(payload: dict[str, Any]) -> None:
         data = data_of(payload)
         data.update(totalReturn=Decimal("119.00"), subtotal=Decimal("100.00"), tax=Decimal("19.00"))
-        data["original"].update(total=Decimal("357.00"), subtotal=Decimal("300.00"))
+        data["original"].update(total=Decimal("357.00"), subtotal=Decimal("300.00"), tax=Decimal("57.00"))
 
-    event = parse_one(edited("return_created.json", taxed), amount_field="subtotal")
-    assert event.amount == Decimal("100.00")
-    assert event.sale_amount == Decimal("300.00")
+    event = parse_one(edited("return_created.json", taxed))
+    assert (event.amount, event.tax) == (Decimal("119.00"), Decimal("19.00"))
+    assert (event.sale_amount, event.sale_tax) == (Decimal("357.00"), Decimal("57.00"))
     assert event.full_refund is False
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["metadata.user_id", "external_id", "email"])
+    try:
+        h.apply(parse_one(edited("order_completed.json", taxed_order)))
+        assert h.live_amount() == Decimal("300.00")
+        h.apply(event)
+        assert h.live_amount() == Decimal("200.00")
+    finally:
+        h.close()
 
 
 def test_return_without_original_details_leaves_full_refund_unknown() -> None:
@@ -601,10 +613,6 @@ def test_registry_finds_the_adapter() -> None:
     assert get_adapter_class("fastspring") is FastSpringAdapter
 
 
-def test_options_validate_amount_field_and_forbid_unknown_keys() -> None:
-    assert FastSpringOptions.model_validate({}).amount_field == "total"
-    assert FastSpringAdapter.Options is FastSpringOptions
-    with pytest.raises(ValidationError):
-        FastSpringAdapter.Options.model_validate({"amount_field": "payout"})
+def test_options_forbid_unknown_keys() -> None:
     with pytest.raises(ValidationError):
         FastSpringAdapter.Options.model_validate({"signature": "optional"})

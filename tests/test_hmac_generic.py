@@ -477,3 +477,49 @@ def test_absurd_timestamps_are_refused(value: str) -> None:
     headers = {**signed(BODY, settings=TIMESTAMPED).headers, "x-timestamp": value}
     with pytest.raises(SignatureError, match="malformed x-timestamp"):
         adapter(settings=TIMESTAMPED).verify(request(BODY, headers), NOW)
+
+
+# --- refunds reported as negative amounts --------------------------------------------------------------
+
+PAYPAL_V1: dict[str, Any] = {
+    "header": "x-signature",
+    "fields": {
+        "event_type": "event_type",
+        "transaction_id": "resource.sale_id",
+        "amount": "resource.amount.total",
+        "amount_unit": "major",
+        "currency": "resource.amount.currency",
+        "refund_amount": "resource.amount.total",
+        "refund_id": "resource.id",
+    },
+    "events": {"sale": ["PAYMENT.SALE.COMPLETED"], "refund": ["PAYMENT.SALE.REFUNDED"]},
+}
+
+
+def test_a_refund_reported_as_a_negative_amount_is_read_as_money_back() -> None:
+    # a real PayPal v1 PAYMENT.SALE.REFUNDED (tests/fixtures/paypal/live_sale_refunded.json, SOURCES.md
+    # there): "amount": {"total": "-0.01", "currency": "USD"}
+    body = (FIXTURES.parent / "paypal" / "live_sale_refunded.json").read_bytes()
+    event = parse_one(body, PAYPAL_V1)
+    assert (event.kind, event.amount, event.refund_id) == (EventKind.REFUND, Decimal("0.01"), "6YX43824R4443062K")
+    # WooCommerce's refunds carry a negative `total` as a JSON number
+    negative = json.dumps(
+        {
+            "event_type": "PAYMENT.SALE.REFUNDED",
+            "resource": {"id": "r", "sale_id": "s", "amount": {"total": -5, "currency": "EUR"}},
+        }
+    ).encode()
+    assert parse_one(negative, PAYPAL_V1).amount == Decimal("5.00")
+
+
+def test_a_sale_still_refuses_a_negative_amount() -> None:
+    body = json.dumps({"type": "sale", "id": "p1", "amount": -100, "currency": "USD"}).encode()
+    with pytest.raises(PayloadError, match="not a non-negative amount"):
+        adapter(settings=PLAIN).parse(request(body))
+
+
+def test_a_mapped_tax_is_the_tax_inside_the_amount() -> None:
+    settings = {**PLAIN, "fields": {**PLAIN["fields"], "tax": "tax"}}
+    body = json.dumps({"type": "sale", "id": "p1", "amount": 1210, "tax": 210, "currency": "EUR"}).encode()
+    event = parse_one(body, settings)
+    assert (event.amount, event.tax) == (Decimal("12.10"), Decimal("2.10"))

@@ -8,14 +8,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pydantic
 import pytest
 
+from bridge.config import ConfigError, parse_config
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent
 from providers import get_adapter_class
-from providers.base import PayloadError, SignatureError, WebhookRequest, body_hash
-from providers.lemonsqueezy import LemonSqueezyAdapter, LemonSqueezyOptions
+from providers.base import AdapterOptions, PayloadError, SignatureError, WebhookRequest, body_hash
+from providers.lemonsqueezy import LemonSqueezyAdapter
 from providers.signatures import sign_hmac, verify_hmac
+from tests.ledger_kit import LedgerHarness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lemonsqueezy"
 SECRET = "whsec-lemon-test-1"
@@ -28,7 +29,7 @@ NOW = 1_700_000_000.0
 
 
 def adapter(*secrets: str, **options: Any) -> LemonSqueezyAdapter:
-    return LemonSqueezyAdapter(secrets or (SECRET,), LemonSqueezyOptions(**options))
+    return LemonSqueezyAdapter(secrets or (SECRET,), AdapterOptions(**options))
 
 
 def fixture(name: str) -> bytes:
@@ -156,7 +157,7 @@ def test_rotation_accepts_old_and_new_secret() -> None:
 
 def test_empty_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
-        LemonSqueezyAdapter(["ok-secret", ""], LemonSqueezyOptions())
+        LemonSqueezyAdapter(["ok-secret", ""], AdapterOptions())
 
 
 def test_sign_leaves_out_the_event_header_for_junk() -> None:
@@ -178,6 +179,7 @@ def test_order_created_is_a_sale_under_the_order_key() -> None:
         event_type="order_created",
         transaction_key="lemonsqueezy:order:1",
         amount=Decimal("58.99"),
+        tax=Decimal("0.00"),
         currency="USD",
         customer=CustomerFacts(
             email="dan@lemonsqueezy.com",
@@ -232,6 +234,7 @@ def test_renewal_invoice_is_a_sale_under_the_invoice_key() -> None:
         event_type="subscription_payment_success",
         transaction_key="lemonsqueezy:invoice:2",
         amount=Decimal("9.99"),
+        tax=Decimal("0.00"),
         currency="USD",
         customer=CustomerFacts(
             email="gernser@yahoo.com",
@@ -254,36 +257,50 @@ def test_first_subscription_payment_counted_once() -> None:
     assert initial.reason == "first subscription payment: counted by order_created under the order key"
 
 
-def test_plan_change_invoice_is_ignored_for_now() -> None:
-    # pay-rails/pay subscription_payment_success.json @ dd766aa, billing_reason → updated (SOURCES.md)
+def test_plan_change_charge_is_a_sale_of_its_invoice() -> None:
+    # pay-rails/pay subscription_payment_success.json @ dd766aa, billing_reason → updated (SOURCES.md):
+    # the prorated charge of a plan change is money paid, and no order_created announces it
     event = parse_one(fixture("subscription_payment_success_updated.json"))
-    assert event.kind is EventKind.IGNORED
-    assert event.reason is not None and "billing_reason=updated" in event.reason
+    assert event.kind is EventKind.SALE
+    assert event.transaction_key is not None and event.transaction_key.startswith("lemonsqueezy:invoice:")
 
 
-def test_amount_field_subtotal_pays_on_the_pre_tax_amount_after_discounts() -> None:
+def test_sales_name_the_tax_inside_the_total() -> None:
+    # Order / Subscription invoice objects (docs.lemonsqueezy.com/api): total, of which tax
     payload = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
     payload["data"]["attributes"].update(subtotal=5000, discount_total=500, tax=900, total=5400)
-    body = encode(payload)
-    assert parse_one(body).amount == Decimal("54.00")
-    assert parse_one(body, amount_field="subtotal").amount == Decimal("45.00")
-    del payload["data"]["attributes"]["discount_total"]
-    assert parse_one(encode(payload), amount_field="subtotal").amount == Decimal("50.00")
+    assert (parse_one(encode(payload)).amount, parse_one(encode(payload)).tax) == (Decimal("54.00"), Decimal("9.00"))
+    # a tax-inclusive price: subtotal already holds the tax, total - tax is still the net
+    payload["data"]["attributes"].update(subtotal=6000, discount_total=0, tax=1000, total=6000, tax_inclusive=True)
+    assert (parse_one(encode(payload)).amount, parse_one(encode(payload)).tax) == (Decimal("60.00"), Decimal("10.00"))
+    renewal = fixture_json("subscription_payment_success_renewal.json")  # pay-rails/pay @ dd766aa, edited
+    renewal["data"]["attributes"].update(subtotal=1000, discount_total=0, tax=200, total=1200)
+    assert (parse_one(encode(renewal)).amount, parse_one(encode(renewal)).tax) == (Decimal("12.00"), Decimal("2.00"))
 
 
-def test_renewal_amount_field_subtotal() -> None:
-    payload = fixture_json("subscription_payment_success_renewal.json")  # pay-rails/pay @ dd766aa, edited
-    payload["data"]["attributes"].update(subtotal=1000, discount_total=0, tax=200, total=1200)
-    assert parse_one(encode(payload), amount_field="subtotal").amount == Decimal("10.00")
-    assert parse_one(encode(payload)).amount == Decimal("12.00")
+def test_sale_and_refunds_share_one_tax_base(tmp_path: Path) -> None:
+    # the case: an order of 100 + 20 VAT; refunds report the cumulative gross refunded_amount
+    sale = fixture_json("order_created.json")  # pay-rails/pay @ dd766aa, edited (SOURCES.md)
+    sale["data"]["attributes"].update(subtotal=10000, discount_total=0, tax=2000, total=12000)
+    refund = fixture_json("order_refunded_partial.json")  # built, see SOURCES.md
+    refund["data"]["attributes"].update(subtotal=10000, discount_total=0, tax=2000, total=12000)
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["metadata.user_id", "email"])
+    try:
+        h.apply(parse_one(encode(sale)))
+        assert h.live_amount() == Decimal("100.00")
+        refund["data"]["attributes"]["refunded_amount"] = 6000
+        h.apply(parse_one(encode(refund)))
+        assert h.live_amount() == Decimal("50.00")  # not 40.00
+        refund["data"]["attributes"]["refunded_amount"] = 10000
+        h.apply(parse_one(encode(refund)))
+        assert h.live_amount() == Decimal("16.67")  # 16.67 net is still earned
+    finally:
+        h.close()
 
 
-def test_options_are_validated() -> None:
-    with pytest.raises(pydantic.ValidationError):
-        LemonSqueezyOptions(amount_field="net")  # type: ignore[arg-type]
-    with pytest.raises(pydantic.ValidationError):
-        LemonSqueezyOptions.model_validate({"amount_feild": "total"})
-    assert LemonSqueezyOptions().amount_field == "total"
+def test_the_old_amount_field_option_is_refused_with_its_replacement() -> None:
+    with pytest.raises(ConfigError, match="amount: excluding_tax"):
+        parse_config({"endpoints": {"ls": {"provider": "lemonsqueezy", "secret": "s", "amount_field": "subtotal"}}})
 
 
 def test_currency_exponent_and_case() -> None:
@@ -362,6 +379,7 @@ def test_full_order_refund_names_the_sale_key() -> None:
         full_refund=True,
         refunded_total=Decimal("58.99"),
         sale_amount=Decimal("58.99"),
+        sale_tax=Decimal("0.00"),
     )
     assert event.transaction_key == parse_one(fixture("order_created.json")).transaction_key
 
@@ -395,12 +413,6 @@ def test_order_refund_without_refunded_amount() -> None:
     assert (event.full_refund, event.refunded_total) == (None, None)
 
 
-def test_refund_amounts_stay_gross_with_amount_field_subtotal() -> None:
-    # the refund's figures and sale_amount share the provider's basis (total), so their ratio holds
-    event = parse_one(fixture("order_refunded_partial.json"), amount_field="subtotal")
-    assert (event.refunded_total, event.sale_amount) == (Decimal("10.00"), Decimal("58.99"))
-
-
 def test_renewal_invoice_refund_names_the_invoice_key() -> None:
     # pay-rails/pay subscription_payment_refunded.json @ dd766aa, billing_reason → renewal (SOURCES.md)
     event = parse_one(fixture("subscription_payment_refunded_renewal.json"))
@@ -421,21 +433,26 @@ def test_partial_invoice_refund() -> None:
     assert (event.full_refund, event.refunded_total) == (False, Decimal("5.00"))
 
 
-def test_first_payment_invoice_refund_is_ignored_with_the_reason() -> None:
-    # pay-rails/pay subscription_payment_refunded.json @ dd766aa, as is (billing_reason initial)
+def test_first_payment_invoice_refund_needs_attention(tmp_path: Path) -> None:
+    # pay-rails/pay subscription_payment_refunded.json @ dd766aa, as is (billing_reason initial): the
+    # invoice names its subscription, not the order whose key the first payment was booked under
     event = parse_one(fixture("subscription_payment_refunded.json"))
-    assert event.kind is EventKind.IGNORED
-    assert event.reason is not None
-    assert "order key" in event.reason
-    assert "order_refunded" in event.reason
+    assert (event.kind, event.transaction_key) == (EventKind.REFUND, None)
+    h = LedgerHarness(tmp_path / "l.db", test_mode="deliver")
+    try:
+        [seen] = h.apply(event)
+        assert seen.status == "skipped"
+        assert seen.reason is not None and seen.reason.startswith("needs attention: refund of the first payment")
+        assert "order_refunded" in seen.reason
+    finally:
+        h.close()
 
 
-def test_plan_change_invoice_refund_is_ignored() -> None:
+def test_plan_change_invoice_refund_names_its_invoice() -> None:
     payload = fixture_json("subscription_payment_refunded_renewal.json")  # pay-rails/pay @ dd766aa, edited
     payload["data"]["attributes"]["billing_reason"] = "updated"
     event = parse_one(encode(payload))
-    assert event.kind is EventKind.IGNORED
-    assert event.reason is not None and "billing_reason=updated" in event.reason
+    assert (event.kind, event.transaction_key) == (EventKind.REFUND, "lemonsqueezy:invoice:2")
 
 
 # --- parse: ignored events -------------------------------------------------------------------------------

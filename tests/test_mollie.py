@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,6 +22,7 @@ from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEven
 from providers import get_adapter_class
 from providers.base import PayloadError, ProviderUnavailable, SignatureError, WebhookRequest, body_hash
 from providers.mollie import MollieAdapter, MollieOptions, metadata, payment_events
+from tests.ledger_kit import LedgerHarness
 from tests.mollie_server import API_KEY, MollieServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mollie"
@@ -440,6 +442,11 @@ def test_a_timeout_is_provider_unavailable(server: MollieServer) -> None:
     server.hang_next(1, seconds=2)
     with pytest.raises(ProviderUnavailable, match="timed out"):
         read(api(server, timeout_seconds=0.2), fixture("ping_sale.txt"))
+    # the server answers the abandoned request later; wait for it so it is not counted in the next test
+    deadline = time.monotonic() + 10
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(server.requests) == 1
 
 
 def test_an_unreachable_api_is_provider_unavailable() -> None:
@@ -662,3 +669,39 @@ def test_config_errors(settings: dict[str, Any], problem: str) -> None:
 def test_options_need_an_api_key() -> None:
     with pytest.raises(pydantic.ValidationError):
         MollieOptions()  # type: ignore[call-arg]
+
+
+def _refund(refund_id: str, value: str, status: str) -> dict[str, Any]:
+    # the refund object of https://docs.mollie.com/reference/get-refund (as in event_refund_refunded.json)
+    snapshot = json.loads(fixture("event_refund_refunded.json"))["_embedded"]["refund"]
+    return {**snapshot, "id": refund_id, "amount": {"currency": "EUR", "value": value}, "status": status}
+
+
+def test_only_settled_refunds_take_commission_off(server: MollieServer, tmp_path: Path) -> None:
+    # Get payment with embed=refunds (https://docs.mollie.com/reference/get-payment): amountRefunded
+    # already counts the pending 2.00, which the merchant may still cancel; the canceled 1.00 never paid out
+    paid = payment("payment_partially_refunded.json")
+    paid["amountRefunded"] = {"value": "7.95", "currency": "EUR"}
+    paid["_embedded"] = {
+        "refunds": [
+            _refund("re_4qqhO89gsT", "5.95", "refunded"),
+            _refund("re_pending0001", "2.00", "pending"),
+            _refund("re_canceled001", "1.00", "canceled"),
+        ]
+    }
+    server.set_payment(paid)
+    events = read(api(server), fixture("ping_refund.txt"))
+    refunds = [e for e in events if e.kind is EventKind.REFUND]
+    assert [(e.refund_id, e.amount) for e in refunds] == [("re_4qqhO89gsT", Decimal("5.95"))]
+    assert [r.query for r in server.requests if r.path.startswith("/v2/payments/")] == ["embed=refunds"]
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["metadata.user_id"])
+    try:
+        h.apply(*events)
+        assert h.live_amount() == Decimal("4.05")
+        # the pending refund settles: the next read takes it off too, the settled one is not counted twice
+        paid["_embedded"]["refunds"][1]["status"] = "refunded"
+        server.set_payment(paid)
+        h.apply(*read(api(server), fixture("ping_refund.txt")))
+        assert h.live_amount() == Decimal("2.05")
+    finally:
+        h.close()

@@ -38,6 +38,7 @@ from providers.paypal import (
     simulator_url,
 )
 from tests.bridge_process import BridgeProcess
+from tests.ledger_kit import LedgerHarness
 from tests.partnero_server import PartneroServer
 from tests.paypal_server import PayPalServer
 
@@ -693,11 +694,19 @@ def test_capture_reversal_is_a_lost_dispute() -> None:
     assert (event.transaction_key, event.amount) == ("paypal:capture:4L335234718889942", Decimal("2.51"))
 
 
-def test_sale_reversal_without_a_sale_id_is_ignored_and_with_one_is_lost() -> None:
+def test_sale_reversal_without_a_sale_id_needs_attention_and_with_one_is_lost(tmp_path: Path) -> None:
     # live_sale_reversed.json: real live delivery, which names no sale
     event = parse_one(fixture("live_sale_reversed.json"))
-    assert event.kind is EventKind.IGNORED
-    assert event.reason == "the reversal names no sale (no sale_id); reverse its sale by hand"
+    assert (event.kind, event.transaction_key) == (EventKind.DISPUTE, None)
+    h = LedgerHarness(tmp_path / "l.db")
+    try:
+        [seen] = h.apply(event)
+        assert (seen.status, seen.reason) == (
+            "skipped",
+            "needs attention: the reversal names no sale (no sale_id); reverse its sale by hand",
+        )
+    finally:
+        h.close()
     reversal = json.loads(fixture("live_sale_reversed.json"))
     reversal["resource"]["sale_id"] = "80021663DE681814L"
     lost = parse_one(json.dumps(reversal).encode())
@@ -996,3 +1005,13 @@ def test_api_mode_end_to_end(
     assert bridge.post("shop", refund, dict(signed(refund, now=time.time()).headers)).status_code == 200
     partnero.wait_for(lambda s: s.live_transactions() == [])
     assert [(t.key, t.amount) for t in partnero.transactions] == [(E2E_KEY, Decimal("30.00"))]
+
+
+def test_a_v1_sale_names_the_tax_inside_its_total() -> None:
+    # live_sale_reversed.json's resource shows the v1 amount object: total with details.subtotal/tax/shipping
+    sale = json.loads(fixture("live_sale_completed.json"))
+    sale["resource"]["amount"] = {"total": "12.10", "currency": "EUR", "details": {"subtotal": "10.00", "tax": "2.10"}}
+    event = parse_one(json.dumps(sale).encode())
+    assert (event.amount, event.tax) == (Decimal("12.10"), Decimal("2.10"))
+    # the recorded live sale has no details: no tax reported
+    assert parse_one(fixture("live_sale_completed.json")).tax is None

@@ -16,6 +16,7 @@ from bridge.events import CustomerFacts, EventKind, NormalizedEvent
 from providers import get_adapter_class
 from providers.base import PayloadError, SignatureError, WebhookRequest, body_hash
 from providers.revenuecat import RevenueCatAdapter, RevenueCatOptions
+from tests.ledger_kit import LedgerHarness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "revenuecat"
 TOKEN = "rc_9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
@@ -235,6 +236,24 @@ def test_proceeds_option_deducts_store_commission_and_tax() -> None:
     # unknown percentages deduct nothing
     body = edited("initial_purchase.json", tax_percentage=None, commission_percentage=None)
     assert parse_one(body, revenue="proceeds").amount == Decimal("4.99")
+
+
+def test_the_estimated_tax_is_the_endpoints_to_keep_out(tmp_path: Path) -> None:
+    # RevenueCat's event fields (SOURCES.md): tax_percentage, "the estimated percentage of the
+    # transaction price that will be deducted for taxes", of price_in_purchased_currency
+    body = edited("initial_purchase.json", tax_percentage=Decimal("0.1667"))
+    event = parse_one(body)
+    assert (event.amount, event.tax) == (Decimal("4.99"), Decimal("0.83"))
+    proceeds = parse_one(body, revenue="proceeds")
+    # the store's 30 % commission off the amount, the tax left to the ledger: 4.99 - 1.50 - 0.83
+    assert (proceeds.amount, proceeds.tax) == (Decimal("3.49"), Decimal("0.83"))
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["external_id", "email"], test_mode="deliver")
+    try:
+        h.apply(proceeds)
+        assert h.live_amount() == Decimal("2.66")
+    finally:
+        h.close()
+    assert parse_one(edited("initial_purchase.json", tax_percentage=None)).tax is None
 
 
 def test_trial_start_is_ignored() -> None:

@@ -190,7 +190,15 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) ->
 def test_payments_ledger_round_trip(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         payment = Payment(
-            "p", "k", "e", PaymentState.ACTIVE, "k~adj2", 2, {"amount": "9.99"}, Decimal("1.50"), ("re_1", "re_2")
+            "p",
+            "k",
+            "e",
+            PaymentState.ACTIVE,
+            "k~adj2",
+            2,
+            {"amount": "9.99"},
+            Decimal("1.50"),
+            {"by_id": {"re_1": None}},
         )
         await store.run(lambda tx: tx.put_payment(payment, 1.0))
         assert await store.run(lambda tx: tx.get_payment("p", "k")) == payment
@@ -278,7 +286,6 @@ def test_a_second_serve_process_on_the_same_sqlite_file_refuses_to_start(tmp_pat
     first = BridgeProcess(tmp_path, {"endpoints": {}, "partnero": {"dry_run": True}})
     try:
         first.start()
-        started = time.monotonic()
         second = subprocess.run(
             [sys.executable, "-m", "bridge", "serve", "--config", str(first.config_path), "--port", "0"],
             cwd=ROOT,
@@ -286,8 +293,8 @@ def test_a_second_serve_process_on_the_same_sqlite_file_refuses_to_start(tmp_pat
             text=True,
             timeout=30,
         )
+        # refused at once, before serving: the 30 s above bounds only the interpreter's start
         assert second.returncode == 2
-        assert time.monotonic() - started < 10
         assert "in use by another partnero-bridge process" in second.stderr and "PostgreSQL" in second.stderr
         # the first one is untouched and still serving
         assert first.proc is not None and first.proc.poll() is None

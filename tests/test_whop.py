@@ -20,6 +20,7 @@ from bridge.events import DisputeState, EventKind, NormalizedEvent
 from providers import get_adapter_class
 from providers.base import PayloadError, SignatureError, WebhookRequest, body_hash
 from providers.whop import WhopAdapter, WhopOptions
+from tests.ledger_kit import LedgerHarness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "whop"
 SECRET = "ws_3f1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"
@@ -604,3 +605,27 @@ def test_delivery_id_falls_back_to_the_body_hash(body: bytes) -> None:
 def test_legacy_delivery_id_is_the_body_hash() -> None:
     body = fixture("payment_succeeded_legacy.json")
     assert adapter(scheme="legacy").delivery_id(signed(body, scheme="legacy")) == body_hash(body)
+
+
+def test_the_tax_is_kept_out_of_sales_and_partial_refunds(tmp_path: Path) -> None:
+    # Payment model (whopio/whopsdk-python, SOURCES.md): total, of which tax_amount "the calculated
+    # amount of the sales/VAT tax"; a refund's amount is gross and its payment names total and tax_amount
+    def taxed(payload: dict[str, Any]) -> None:
+        payload["data"].update(total=12.1, subtotal=10.0, tax_amount=2.1, tax_behavior="exclusive")
+
+    def half_back(payload: dict[str, Any]) -> None:
+        payload["data"].update(amount=6.05, status="succeeded")
+        payload["data"]["payment"].update(total=12.1, subtotal=10.0, tax_amount=2.1)
+
+    sale = parse_one(edited("payment_succeeded.json", taxed))
+    assert (sale.amount, sale.tax) == (Decimal("12.10"), Decimal("2.10"))
+    refund = parse_one(edited("refund_created.json", half_back))
+    assert (refund.amount, refund.sale_amount, refund.sale_tax) == (Decimal("6.05"), Decimal("12.10"), Decimal("2.10"))
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["metadata.user_id", "email"])
+    try:
+        h.apply(sale)
+        assert h.live_amount() == Decimal("10.00")
+        h.apply(refund)
+        assert h.live_amount() == Decimal("5.00")
+    finally:
+        h.close()

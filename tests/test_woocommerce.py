@@ -20,6 +20,7 @@ from providers import get_adapter_class
 from providers.base import AcknowledgeOnly, PayloadError, SignatureError, WebhookRequest, body_hash
 from providers.signatures import sign_hmac
 from providers.woocommerce import WooCommerceAdapter, WooCommerceOptions, wp_specialchars_decode
+from tests.ledger_kit import LedgerHarness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "woocommerce"
 SECRET = "q)N#4b*W9r@vX2m!Lp7e$Tz5"
@@ -427,6 +428,21 @@ def test_partial_refund_comes_with_the_sale_it_reduces() -> None:
     assert refund.refunded_total == Decimal("10.00")
     assert refund.sale_amount == Decimal("29.35")
     assert refund.full_refund is False
+
+
+def test_the_order_tax_is_kept_out_of_the_commission_and_refunds_take_their_share(tmp_path: Path) -> None:
+    # REST API order (SOURCES.md): total 29.35 of which total_tax 1.35; refunds[] only has each gross total
+    sale, refund = parse(fixture("order_refunded_partial.json"))
+    assert (sale.tax, refund.sale_tax) == (Decimal("1.35"), Decimal("1.35"))
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["email"])
+    try:
+        h.apply(sale)
+        assert h.live_amount() == Decimal("28.00")
+        h.apply(refund)
+        # 10.00 back of 29.35 takes off 10.00 * 28.00 / 29.35 = 9.54
+        assert h.live_amount() == Decimal("18.46")
+    finally:
+        h.close()
 
 
 def test_refunds_are_cumulative_and_full_once_they_reach_the_total() -> None:

@@ -179,7 +179,7 @@ async def event_detail(config: Config, store: Store, ident: str) -> dict[str, An
                     "sale_amount": str(payment.sale_amount) if payment.sale_amount is not None else None,
                     "currency": (payment.sale_request or {}).get("amount_units"),
                     "refunded": str(payment.refunded),
-                    "refund_ids": list(payment.refund_ids),
+                    "refund_ids": sorted((payment.amounts.get("by_id") or {}).keys()),
                 }
         stored = None
         if call is not None:

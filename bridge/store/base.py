@@ -170,8 +170,9 @@ class Payment:
     current_key: str | None
     revision: int
     sale_request: dict[str, Any] | None  # the create body of the original sale, amount as a string
-    refunded: Decimal
-    refund_ids: tuple[str, ...] = ()
+    refunded: Decimal  # on the endpoint's commission base, as last applied
+    # the figures providers reported (sale, refunds by id, cumulative totals), kept by `bridge.ledger`
+    amounts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sale_amount(self) -> Decimal | None:

@@ -103,6 +103,11 @@ _OP_UPDATABLE = {
 }
 
 
+def _amounts(stored: Any) -> dict[str, Any]:
+    # the column held a list of refund ids before the ledger kept the reported figures
+    return {"ids": stored} if isinstance(stored, list) else dict(stored)
+
+
 def _operation(row: Sequence[Any]) -> Operation:
     (id_, scope, op_key, action, tx_key, target, event_id, customer, endpoint, request, status, reason, *rest) = row
     attempts, nxt, maybe, created, updated = rest
@@ -329,7 +334,7 @@ class SQLTransaction:
             revision,
             json.loads(sale_request) if sale_request else None,
             Decimal(refunded),
-            tuple(json.loads(refund_ids)),
+            _amounts(json.loads(refund_ids)),
         )
 
     def put_payment(self, payment: Payment, at: float) -> None:
@@ -349,7 +354,7 @@ class SQLTransaction:
                 payment.revision,
                 json.dumps(payment.sale_request) if payment.sale_request is not None else None,
                 str(payment.refunded),
-                json.dumps(list(payment.refund_ids)),
+                json.dumps(payment.amounts),
                 at,
             ),
         )
