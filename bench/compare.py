@@ -386,8 +386,21 @@ def profile(procs: Processes, where: Path | None, name: str, pid: int, seconds: 
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return procs.start(
         f"py-spy-{name}",
-        [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200", "--format", "raw",
-         "--nonblocking", "--output", str(where / f"{name}.txt")],
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(where / f"{name}.txt"),
+        ],
     )
 
 
@@ -532,7 +545,7 @@ def report(
         )
     lines += [
         "",
-        "| bridge | calls stored in the load | delivered during it | drain tx/s | drain s | exactly once | RSS (peak) |",
+        "| bridge | calls stored in the load | delivered in it | drain tx/s | drain s | exactly once | RSS (peak) |",
         "|---|---:|---:|---:|---:|---|---:|",
     ]
     for b in bridges:

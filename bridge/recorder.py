@@ -8,6 +8,7 @@ finish (the store itself is down) gives back the leases of the calls it did not 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class CallRecorder:
                 plans.append(await self._plan(call))
             except Exception as exc:
                 plans.append(_Plan(_raise(exc)))
+            # most adapters read without waiting on anything: let the ingest on this loop answer in between
+            await asyncio.sleep(0)
         results = await self.store.run_each([plan.work for plan in plans])
         failures: list[tuple[StoredCall, str, bool]] = []
         for call, plan, result in zip(calls, plans, results, strict=True):
