@@ -1,4 +1,5 @@
-"""The Partnero REST API client: one pooled httpx client, every answer classified into an outcome."""
+"""The Partnero REST API client: httpx's API over aiohttp's pool (bridge/aiohttp_transport.py), every answer
+classified into an outcome."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from bridge.aiohttp_transport import AiohttpTransport
 
 USER_AGENT = "partnero-bridge"
 # how far a look-up reads a transaction list that ignores its `key` filter before asking for the key itself
@@ -47,7 +50,7 @@ class PartneroClient:
                 "User-Agent": USER_AGENT,
             },
             timeout=httpx.Timeout(timeout_seconds),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=AiohttpTransport(max_connections),
             follow_redirects=False,
         )
 

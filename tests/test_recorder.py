@@ -93,19 +93,21 @@ def test_a_round_that_cannot_finish_hands_back_the_calls_it_did_not_reach(
     for n in range(5):
         h.receive({"key": f"t:r{n}"})
     recorder = h.worker.recorder
-    real = recorder.process_call
-    seen: list[int] = []
+    real = h.store.run_each
+    rounds: list[int] = []
 
-    async def store_goes_away(call: StoredCall) -> None:
-        seen.append(call.id)
-        if call.id == 2:
-            raise ConnectionError("store unreachable")
-        await real(call)
+    async def store_goes_away(works: list[Any]) -> list[Any]:
+        # the first call is committed, then the store goes away: the rest fail, and so does failing them
+        rounds.append(len(works))
+        if len(rounds) == 1:
+            return [*(await real(works[:1])), *[ConnectionError("store unreachable")] * (len(works) - 1)]
+        raise ConnectionError("store unreachable")
 
-    monkeypatch.setattr(recorder, "process_call", store_goes_away)
+    monkeypatch.setattr(h.store, "run_each", store_goes_away)
     with pytest.raises(ConnectionError):
         h.run(recorder.process_received())
-    assert seen == [1, 2]
+    assert rounds == [5, 4]
+    assert h.call(1).status.value == "processed"
     # another worker can take calls 2..5 at once, not after their lease runs out
     now = time.time()
     again = h.run(h.store.run(lambda tx: tx.claim_calls("other", now, now + 60, 100)))

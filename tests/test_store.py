@@ -112,6 +112,24 @@ def test_a_failing_piece_of_work_does_not_undo_its_batch_neighbours(engine: Stor
     run(_with_store(engine, body))
 
 
+def test_run_each_keeps_order_and_rolls_back_only_the_piece_that_fails(engine: StoreFactory) -> None:
+    async def body(store: Store) -> None:
+        def insert(name: str) -> Callable[[Transaction], int]:
+            return lambda tx: tx.insert_call("e", name, time.time(), "POST", "/", "", {}, b"")[0]
+
+        def bad(tx: Transaction) -> int:
+            tx.insert_call("e", "bad", time.time(), "POST", "/", "", {}, b"")
+            raise RuntimeError("boom")
+
+        first, failed, last = await store.run_each([insert("first"), bad, insert("last")])
+        assert isinstance(failed, RuntimeError)
+        assert isinstance(first, int) and isinstance(last, int) and first < last
+        calls = await store.run(lambda tx: tx.received_calls(10))
+        assert [c.delivery_id for c in calls] == ["first", "last"]
+
+    run(_with_store(engine, body))
+
+
 def test_calls_keep_bytes_and_status(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         raw = b'{"a": 1.10}\n\xff'

@@ -188,6 +188,21 @@ class PostgresStore:
     async def run(self, work: Callable[[Transaction], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self.run_sync, work)
 
+    async def run_each(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._run_each_sync, works)
+
+    def _run_each_sync(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
+        results: list[T | Exception] = []
+        with self._pool.connection() as conn, conn.transaction():
+            tx = SQLTransaction(conn, POSTGRES)
+            for work in works:
+                try:
+                    with conn.transaction():  # nested: a savepoint, rolled back alone when the work raises
+                        results.append(work(tx))
+                except Exception as exc:
+                    results.append(exc)
+        return results
+
     def run_sync(self, work: Callable[[Transaction], T]) -> T:
         with self._pool.connection() as conn, conn.transaction():
             return work(SQLTransaction(conn, POSTGRES))

@@ -214,6 +214,24 @@ class SQLiteStore:
         self._queue.put((work, future))
         return await asyncio.wrap_future(future)
 
+    async def run_each(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("store is not open")
+        # queued back to back, so the writer takes them in order into as few commits as it can
+        futures: list[Future[T]] = []
+        for work in works:
+            futures.append(Future())
+            self._queue.put((work, futures[-1]))
+        results: list[T | Exception] = []
+        for future in futures:
+            try:
+                value: T = await asyncio.wrap_future(future)
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(value)
+        return results
+
     def run_sync(self, work: Callable[[Transaction], T]) -> T:
         """For CLI commands outside an event loop."""
         future: Future[T] = Future()
