@@ -37,9 +37,10 @@ from providers.base import (
 )
 from providers.signatures import (
     STANDARD_TOLERANCE_SECONDS,
-    any_digest_matches,
+    any_sent_digest_matches,
     decode_signature,
     sign_hmac,
+    signature_entries,
     standard_webhook_headers,
     standard_webhook_key,
     verify_standard_webhook,
@@ -120,8 +121,8 @@ class WhopAdapter(ProviderAdapter):
             raise SignatureError.missing(LEGACY_HEADER)
         timestamp: str | None = None
         sent: list[bytes] = []
-        for part in header.split(","):
-            name, _, value = part.strip().partition("=")
+        for part in signature_entries(header, ","):
+            name, _, value = part.partition("=")
             if name == "t":
                 timestamp = value
             elif name == "v1":
@@ -136,10 +137,7 @@ class WhopAdapter(ProviderAdapter):
         if not sent:
             raise SignatureError.malformed(LEGACY_HEADER)
         signed = f"{int(timestamp)}.".encode() + request.body
-        matched = False
-        for digest in sent:
-            matched |= any_digest_matches(self._keys, signed, digest, "sha256")
-        if not matched:
+        if not any_sent_digest_matches(self._keys, signed, sent, "sha256"):
             raise SignatureError.mismatch(LEGACY_HEADER)
 
     def delivery_id(self, request: WebhookRequest) -> str:
