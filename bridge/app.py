@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -22,6 +23,7 @@ from bridge.checkout import render_script
 from bridge.config import Config, Endpoint
 from bridge.console import mounted_routes
 from bridge.delivery import Worker
+from bridge.hardening import NoSniff, client_disconnected
 from bridge.metrics import record_ingest
 from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
 from bridge.store.base import Store
@@ -180,6 +182,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
             # the console and /metrics, unless `admin.token` is empty or the console has its own listener
             *mounted_routes(config, store, worker),
         ],
+        middleware=[Middleware(NoSniff)],
+        exception_handlers={ClientDisconnect: client_disconnected},
     )
 
 
