@@ -403,6 +403,7 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
 
     from bridge.app import create_app
     from bridge.delivery import Worker
+    from bridge.limits import http_limits, limit_server_logs, uvicorn_settings
     from bridge.store import open_store
 
     for endpoint in config.endpoints.values():
@@ -416,8 +417,17 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
     await store.open()
     worker = Worker(config, store) if with_worker else None
     app = create_app(config, store, worker)
+    limit_server_logs()
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            **uvicorn_settings(http_limits(config.server)),
+        )
     )
     console_server = None
     if own_listener(config):

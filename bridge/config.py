@@ -64,6 +64,11 @@ class ServerSettings(_Model):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # the public URL's HTTP limits (bridge/limits.py, docs/operations.md)
+    max_header_bytes: int = Field(default=65_536, ge=1024)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class DeliverySettings(_Model):
