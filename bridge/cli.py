@@ -275,6 +275,8 @@ def check_config(path: str) -> int:
     where = f" on {admin.host or config.server.host}:{admin.port}" if admin.port else ""
     print(f"console: /admin and /metrics{where}" if admin.enabled else "console: off (admin.token is empty)")
     print(f"alerts: {'on' if config.alerts.url else 'off'}")
+    for warning in config.warnings:
+        print(f"warning: {warning}")
     if not config.endpoints:
         print("no endpoints configured")
     for name, endpoint in config.endpoints.items():
@@ -406,6 +408,8 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
     from bridge.limits import http_limits, limit_server_logs, uvicorn_settings
     from bridge.store import open_store
 
+    for warning in config.warnings:
+        log.warning("%s", warning)
     for endpoint in config.endpoints.values():
         if endpoint.partnero.effective_dry_run:
             reason = "dry_run: true" if endpoint.partnero.dry_run else "no partnero.api_key"

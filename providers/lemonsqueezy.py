@@ -64,6 +64,8 @@ class LemonSqueezyOptions(AdapterOptions):
 class LemonSqueezyAdapter(ProviderAdapter):
     name = "lemonsqueezy"
     Options = LemonSqueezyOptions
+    # the dashboard takes a signing secret of 6 to 40 characters
+    min_secret_length: ClassVar[int] = 6
     # https://docs.lemonsqueezy.com/help/checkout/passing-custom-data: `checkout[custom][<name>]` on
     # `https://<store>.lemonsqueezy.com/checkout/buy/<variant>` arrives as `meta.custom_data.<name>`
     checkout_links: ClassVar[tuple[CheckoutLink, ...]] = (

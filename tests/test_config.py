@@ -66,7 +66,7 @@ def test_rotation_and_per_endpoint_partnero_override() -> None:
             "partnero": {"api_key": "main-key"},
             "endpoints": {
                 "a": {"provider": "lemonsqueezy", "secrets": ["new-secret", "old-secret"]},
-                "b": {"provider": "lemonsqueezy", "secret": "x", "partnero": {"api_key": "other-program"}},
+                "b": {"provider": "lemonsqueezy", "secret": "b-secret", "partnero": {"api_key": "other-program"}},
             },
         }
     )
