@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from bridge import __version__
 from bridge.config import Config, ConfigError, load_config, redact
+from bridge.redact import redact_url
 from bridge.store.base import EventFilter, Store
 
 T = TypeVar("T")
@@ -270,7 +271,7 @@ def check_config(path: str) -> int:
     config = _load(path)
     if config is None:
         return 2
-    print(f"store: {config.store}")
+    print(f"store: {redact_url(config.store)}")
     admin = config.admin
     where = f" on {admin.host or config.server.host}:{admin.port}" if admin.port else ""
     print(f"console: /admin and /metrics{where}" if admin.enabled else "console: off (admin.token is empty)")
@@ -285,7 +286,7 @@ def check_config(path: str) -> int:
         print(
             f"{name}: POST /webhooks/{name}  provider={endpoint.provider}  secrets={secrets}  "
             f"customer_key={','.join(endpoint.settings.customer_key)}  test_mode={endpoint.settings.test_mode}  "
-            f"partnero={endpoint.partnero.base_url} ({mode})"
+            f"partnero={redact_url(endpoint.partnero.base_url)} ({mode})"
         )
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import ConfigError, load_config, parse_config, redact
+from bridge.redact import redact_url
 from tests.bridge_process import ROOT
 
 
@@ -145,3 +146,40 @@ def test_every_mistake_in_one_run_with_did_you_mean() -> None:
     for line in expected:
         assert any(p.startswith(line) for p in problems), (line, problems)
     assert not any("did you mean" in p for p in problems if p.startswith("store.str"))
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://bridge:pg-pass@db:5432/bridge?sslmode=require",
+            "postgresql://bridge:***@db:5432/bridge?sslmode=require",
+        ),
+        (
+            "postgresql://db/bridge?sslmode=require&password=pg-pass",
+            "postgresql://db/bridge?sslmode=require&password=***",
+        ),
+        ("https://user:pg-pass@partnero.example/v1", "https://user:***@partnero.example/v1"),
+        ("https://pg-pass@partnero.example/v1", "https://***@partnero.example/v1"),
+        ("https://partnero.example/v1?api_key=pg-pass#pg-pass", "https://partnero.example/v1?api_key=***"),
+        ("sqlite:///./data/bridge.db", "sqlite:///./data/bridge.db"),
+        ("https://pg-pass@[::1:bad/v1", "(a URL that does not parse; not shown)"),
+    ],
+)
+def test_urls_are_shown_without_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "pg-pass" not in redact_url(url)
+
+
+def test_check_config_redacts_the_store_and_partnero_urls(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "store: postgresql://bridge:pg-pass@127.0.0.1:9/bridge\n"
+        "partnero: {base_url: 'https://user:pp-pass@partnero.example/v1', dry_run: true}\n"
+        "endpoints: {ls: {provider: lemonsqueezy, secret: s3cret-value}}\n"
+    )
+    result = _cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "store: postgresql://bridge:***@127.0.0.1:9/bridge" in result.stdout
+    assert "partnero=https://user:***@partnero.example/v1" in result.stdout
+    assert "pg-pass" not in result.stdout + result.stderr and "pp-pass" not in result.stdout + result.stderr
