@@ -23,7 +23,7 @@ from bridge.checkout import render_script
 from bridge.config import Config, Endpoint
 from bridge.console import mounted_routes
 from bridge.delivery import Worker
-from bridge.hardening import NoSniff, client_disconnected
+from bridge.hardening import NoSniff, client_disconnected, safe_delivery_id
 from bridge.metrics import record_ingest
 from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
 from bridge.store.base import Store
@@ -99,7 +99,7 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
 
     async def _store(endpoint: Endpoint, webhook: WebhookRequest) -> bool | None:
         try:
-            delivery_id = endpoint.adapter.delivery_id(webhook)
+            delivery_id = safe_delivery_id(endpoint.adapter.delivery_id(webhook))
         except Exception:
             delivery_id = body_hash(webhook.body)
         headers = {k: v for k, v in webhook.headers.items() if k not in _UNSTORED_HEADERS}

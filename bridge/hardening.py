@@ -1,7 +1,8 @@
-"""Small HTTP-side protections shared by every route: `nosniff` on each answer, quiet client disconnects."""
+"""Small ingest-side protections: `nosniff` on each answer, quiet client disconnects, storable delivery ids."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from starlette.requests import Request
@@ -40,3 +41,21 @@ async def client_disconnected(request: Request, exc: Exception) -> Response:
         "%s %s -> client disconnected before the body arrived; nothing stored", request.method, request.url.path[:80]
     )
     return PlainTextResponse("client disconnected", status_code=400)
+
+
+# longer ids are hashed: every provider's id is far shorter, and the store indexes this column
+MAX_DELIVERY_ID_CHARS = 200
+
+
+def safe_delivery_id(delivery_id: str) -> str:
+    """The id the store keeps for inbound dedup: `delivery_id` itself when it is plain text, else its hash.
+
+    A body-derived id may hold what a store cannot take (PostgreSQL refuses NUL in text, SQLite a lone
+    surrogate): stored as is, ingest would answer 503 on every retry. Hashing keeps dedup exact, since
+    the same id always hashes the same.
+    """
+    # isprintable() is False for NUL, control characters and surrogates alike
+    if len(delivery_id) <= MAX_DELIVERY_ID_CHARS and delivery_id.isprintable() and delivery_id.strip():
+        return delivery_id
+    digest = hashlib.sha256(delivery_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"id-sha256:{digest}"
