@@ -23,7 +23,7 @@ from bridge.checkout import render_script
 from bridge.config import Config, Endpoint
 from bridge.console import mounted_routes
 from bridge.delivery import Worker
-from bridge.hardening import NoSniff, client_disconnected, safe_delivery_id
+from bridge.hardening import NoSniff, bearer_token, client_disconnected, safe_delivery_id
 from bridge.metrics import record_ingest
 from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
 from bridge.store.base import Store
@@ -129,8 +129,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
         settings = config.signups
         if not settings.enabled:
             return _answer(404, "the sign-up relay is not enabled (signups.token)", "signups", started)
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
-        if not hmac.compare_digest(given, settings.token.encode()):
+        given = bearer_token(request.headers.get("authorization", ""))
+        if given is None or not hmac.compare_digest(given.encode(), settings.token.encode()):
             return _answer(401, "missing or wrong bearer token", "signups", started)
         try:
             body = await read_body(request, config.server.max_body_bytes)

@@ -146,6 +146,14 @@ class SignupSettings(_Model):
     wait_seconds: float = Field(default=600.0, ge=0)
     partnero: PartneroOverride | None = None
 
+    @field_validator("token")
+    @classmethod
+    def _no_blank_token(cls, value: str) -> str:
+        # a token of spaces (or padded with them) can never arrive intact in a header
+        if value and value.strip() != value:
+            raise ValueError("must not be blank or start or end with whitespace")
+        return value
+
     @property
     def enabled(self) -> bool:
         return bool(self.token)

@@ -59,3 +59,15 @@ def safe_delivery_id(delivery_id: str) -> str:
         return delivery_id
     digest = hashlib.sha256(delivery_id.encode("utf-8", "surrogatepass")).hexdigest()
     return f"id-sha256:{digest}"
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme in any case, RFC 9110), else None.
+
+    A bare token without the scheme is not accepted: the relay's token is only ever sent as a bearer.
+    """
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token

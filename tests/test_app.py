@@ -155,3 +155,55 @@ def test_a_body_derived_delivery_id_is_reduced_to_a_storable_form(engine: str, r
             statuses = asyncio.run(run(PostgresStore(url, pool_size=2)))
     # stored once, then recognised as the same delivery: never a 503 the provider would retry for ever
     assert statuses == [200, 200]
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[TestClient]:
+    from bridge.config import SignupSettings
+
+    store = SQLiteStore(str(tmp_path / "r.db"))
+    config = Config(
+        PartneroSettings(),
+        "sqlite://",
+        ServerSettings(),
+        DeliverySettings(),
+        {},
+        signups=SignupSettings(token="relay-token-0123456789"),
+    )
+    asyncio.run(store.open())
+    with TestClient(create_app(config, store, None)) as test_client:
+        yield test_client
+    asyncio.run(store.close())
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ("Bearer relay-token-0123456789", 422),
+        ("bearer relay-token-0123456789", 422),
+        ("BEARER  relay-token-0123456789 ", 422),
+        ("relay-token-0123456789", 401),
+        ("Basic relay-token-0123456789", 401),
+        ("Bearer", 401),
+        ("Bearer relay-token-012345678", 401),
+    ],
+)
+def test_signups_take_the_bearer_scheme_in_any_case_and_require_it(
+    relay: TestClient, authorization: str, status: int
+) -> None:
+    # 422: the token was accepted and the (empty) body then refused
+    response = relay.post("/signups", content=b"{}", headers={"authorization": authorization})
+    assert response.status_code == status
+
+
+def test_every_answer_says_nosniff(client: tuple[TestClient, SQLiteStore], relay: TestClient) -> None:
+    http, _ = client
+    answers = [
+        http.get("/healthz"),
+        http.post("/webhooks/nope", content=b"{}"),
+        http.post("/webhooks/shop", content=b"{}", headers={"x-token": "wrong"}),
+        http.post("/webhooks/shop", content=b"{}", headers={"x-token": "tok-123456"}),
+        http.get("/partnero-checkout.js"),
+        relay.post("/signups", content=b"{}"),
+    ]
+    assert [r.headers.get("x-content-type-options") for r in answers] == ["nosniff"] * len(answers)

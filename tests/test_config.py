@@ -183,3 +183,10 @@ def test_check_config_redacts_the_store_and_partnero_urls(tmp_path: Path) -> Non
     assert "store: postgresql://bridge:***@127.0.0.1:9/bridge" in result.stdout
     assert "partnero=https://user:***@partnero.example/v1" in result.stdout
     assert "pg-pass" not in result.stdout + result.stderr and "pp-pass" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("token", [" ", "   ", " padded-token-0123", "padded-token-0123\t"])
+def test_a_blank_or_padded_signup_token_is_refused(token: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"signups": {"token": token}})
+    assert error.value.problems == ["signups.token: must not be blank or start or end with whitespace"]
