@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
@@ -37,3 +38,26 @@ def redact_url(url: str) -> str:
 def _is_secret_parameter(name: str) -> bool:
     lowered = name.lower()
     return any(part in lowered for part in _SECRET_PARAMETER_PARTS)
+
+
+def describe(value: object) -> str:
+    """What an error may say about a payload value: its kind and size, never the value.
+
+    Parse errors end up in the log and the console; the value in a wrong field can be anything the
+    buyer typed (an email placed in an amount field appeared in the JSON log), so it is never quoted.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float | Decimal):
+        return "a number"
+    if isinstance(value, str):
+        return f"text of {len(value)} characters"
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
+from bridge.redact import describe
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -187,7 +188,7 @@ def purchase_amount(fields: Fields, resource: str, *, required: bool) -> tuple[D
             raise PayloadError(f"{resource} post without {field if not raw else 'currency'}")
         return None, None
     if not _WHOLE_CENTS.fullmatch(raw):
-        raise PayloadError(f"{field} is not a whole number of cents: {raw[:40]!r}")
+        raise PayloadError(f"{field} is not a whole number of cents ({describe(raw)})")
     try:
         currency = normalize_currency(code)
         return from_minor_units(raw, currency), currency

@@ -436,7 +436,7 @@ def _money(value: object) -> tuple[Decimal, str]:
     currency = normalize_currency(code)
     amount = from_major_units(raw, currency)
     if amount < 0:
-        raise ValueError(f"negative amount {raw!r}")
+        raise ValueError("negative amount")
     return amount, currency
 
 

@@ -45,6 +45,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, normalize_currency
+from bridge.redact import describe
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -848,7 +849,7 @@ def _dispute_events(ctx: _Context, dispute: Mapping[str, Any], state: DisputeSta
     if dispute.get("dispute_amount") is not None:
         amount, currency = _money(dispute["dispute_amount"], "value", "currency_code")
         if amount < 0:
-            raise ValueError(f"dispute amount {amount} is negative")
+            raise ValueError("dispute amount is negative")
     # a dispute names PayPal's transaction id but not whether it was a Checkout capture or a subscription
     # sale: both keys are named, and the one the bridge never booked ends as a no-op
     return [
@@ -1043,7 +1044,7 @@ def _money(obj: object, value_field: str, currency_field: str) -> tuple[Decimal,
     currency = normalize_currency(_text(obj, currency_field))
     value = obj[value_field]
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise ValueError(f"amount {value!r} is not a decimal string")
+        raise ValueError(f"amount is not a decimal string ({describe(value)})")
     return from_major_units(value, currency), currency
 
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, normalize_currency
+from bridge.redact import describe
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -149,7 +150,7 @@ class RevenueCatAdapter(ProviderAdapter):
         key = _transaction_key(event)
         amount, currency = self._price(event)
         if amount < 0:
-            raise ValueError(f"negative price {amount} on a purchase")
+            raise ValueError("negative price on a purchase")
         if amount == 0:
             return ignored(event_type, "price is 0 (free trial or free offer)")
         return NormalizedEvent(
@@ -295,7 +296,7 @@ def _fraction(value: Any) -> Decimal:
         return Decimal(0)
     number = _number(value)
     if number is None:
-        raise ValueError(f"percentage {value!r} is not a number")
+        raise ValueError(f"percentage is not a number ({describe(value)})")
     return number
 
 
