@@ -179,3 +179,35 @@ def _standard_entry_digest(entry: str) -> bytes | None:
     if version != "v1" or not value:
         return None
     return decode_signature(value, "base64")
+
+
+# --- "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>" (Whop's legacy header, RevenueCat) ---------
+
+
+def sign_timestamped_hmac(key: bytes, timestamp: int, body: bytes) -> str:
+    return f"t={timestamp},v1={sign_hmac(key, f'{timestamp}.'.encode() + body)}"
+
+
+def verify_timestamped_hmac(
+    keys: Sequence[bytes], header: str | None, body: bytes, now: float, tolerance_seconds: int, name: str
+) -> None:
+    """Check a `t=…,v1=…` header (several `v1` during a rotation) against `keys`; `name` is the header's."""
+    if not header:
+        raise SignatureError.missing(name)
+    timestamp: str | None = None
+    sent: list[bytes | None] = []
+    for part in signature_entries(header, ","):
+        field, _, value = part.partition("=")
+        if field == "t":
+            timestamp = value
+        elif field == "v1":
+            sent.append(decode_signature(value, "hex"))
+    # ASCII digits only, and few of them: int() would accept "²" or overflow float arithmetic
+    if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        raise SignatureError.malformed(name)
+    if abs(now - int(timestamp)) > tolerance_seconds:
+        raise SignatureError.timestamp()
+    if not any(digest is not None for digest in sent):
+        raise SignatureError.malformed(name)
+    if not any_sent_digest_matches(keys, f"{int(timestamp)}.".encode() + body, sent, "sha256"):
+        raise SignatureError.mismatch(name)
