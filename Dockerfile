@@ -10,6 +10,8 @@ COPY bridge ./bridge
 COPY providers ./providers
 RUN pip install --no-compile .
 
+# the example as default config: it carries no secret, so until its variables are set (or your own
+# config is mounted here) every endpoint refuses every webhook rather than accept one it cannot verify
 COPY config.example.yaml /etc/partnero-bridge/config.yaml
 ENV BRIDGE_STORE=sqlite:////data/bridge.db
 USER bridge

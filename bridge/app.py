@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -22,6 +23,7 @@ from bridge.checkout import render_script
 from bridge.config import Config, Endpoint
 from bridge.console import mounted_routes
 from bridge.delivery import Worker
+from bridge.hardening import NoSniff, bearer_token, client_disconnected, safe_delivery_id
 from bridge.metrics import record_ingest
 from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
 from bridge.store.base import Store
@@ -97,7 +99,7 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
 
     async def _store(endpoint: Endpoint, webhook: WebhookRequest) -> bool | None:
         try:
-            delivery_id = endpoint.adapter.delivery_id(webhook)
+            delivery_id = safe_delivery_id(endpoint.adapter.delivery_id(webhook))
         except Exception:
             delivery_id = body_hash(webhook.body)
         headers = {k: v for k, v in webhook.headers.items() if k not in _UNSTORED_HEADERS}
@@ -127,8 +129,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
         settings = config.signups
         if not settings.enabled:
             return _answer(404, "the sign-up relay is not enabled (signups.token)", "signups", started)
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
-        if not hmac.compare_digest(given, settings.token.encode()):
+        given = bearer_token(request.headers.get("authorization", ""))
+        if given is None or not hmac.compare_digest(given.encode(), settings.token.encode()):
             return _answer(401, "missing or wrong bearer token", "signups", started)
         try:
             body = await read_body(request, config.server.max_body_bytes)
@@ -180,6 +182,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
             # the console and /metrics, unless `admin.token` is empty or the console has its own listener
             *mounted_routes(config, store, worker),
         ],
+        middleware=[Middleware(NoSniff)],
+        exception_handlers={ClientDisconnect: client_disconnected},
     )
 
 

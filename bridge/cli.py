@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from bridge import __version__
 from bridge.config import Config, ConfigError, load_config, redact
+from bridge.redact import redact_url
 from bridge.store.base import EventFilter, Store
 
 T = TypeVar("T")
@@ -270,11 +271,13 @@ def check_config(path: str) -> int:
     config = _load(path)
     if config is None:
         return 2
-    print(f"store: {config.store}")
+    print(f"store: {redact_url(config.store)}")
     admin = config.admin
     where = f" on {admin.host or config.server.host}:{admin.port}" if admin.port else ""
     print(f"console: /admin and /metrics{where}" if admin.enabled else "console: off (admin.token is empty)")
     print(f"alerts: {'on' if config.alerts.url else 'off'}")
+    for warning in config.warnings:
+        print(f"warning: {warning}")
     if not config.endpoints:
         print("no endpoints configured")
     for name, endpoint in config.endpoints.items():
@@ -283,7 +286,7 @@ def check_config(path: str) -> int:
         print(
             f"{name}: POST /webhooks/{name}  provider={endpoint.provider}  secrets={secrets}  "
             f"customer_key={','.join(endpoint.settings.customer_key)}  test_mode={endpoint.settings.test_mode}  "
-            f"partnero={endpoint.partnero.base_url} ({mode})"
+            f"partnero={redact_url(endpoint.partnero.base_url)} ({mode})"
         )
     return 0
 
@@ -403,8 +406,11 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
 
     from bridge.app import create_app
     from bridge.delivery import Worker
+    from bridge.limits import http_limits, limit_server_logs, uvicorn_settings
     from bridge.store import open_store
 
+    for warning in config.warnings:
+        log.warning("%s", warning)
     for endpoint in config.endpoints.values():
         if endpoint.partnero.effective_dry_run:
             reason = "dry_run: true" if endpoint.partnero.dry_run else "no partnero.api_key"
@@ -416,8 +422,17 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
     await store.open()
     worker = Worker(config, store) if with_worker else None
     app = create_app(config, store, worker)
+    limit_server_logs()
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            **uvicorn_settings(http_limits(config.server)),
+        )
     )
     console_server = None
     if own_listener(config):

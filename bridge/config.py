@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.mapping import validate_sources
+from bridge.secret_policy import Unverifiable, secrets_weakness
 from bridge.suggest import did_you_mean
 from providers import UnknownProviderError, get_adapter_class
 from providers.base import ProviderAdapter
@@ -64,6 +65,11 @@ class ServerSettings(_Model):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # the public URL's HTTP limits (bridge/limits.py, docs/operations.md)
+    max_header_bytes: int = Field(default=65_536, ge=1024)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class DeliverySettings(_Model):
@@ -148,6 +154,14 @@ class SignupSettings(_Model):
     wait_seconds: float = Field(default=600.0, ge=0)
     partnero: PartneroOverride | None = None
 
+    @field_validator("token")
+    @classmethod
+    def _no_blank_token(cls, value: str) -> str:
+        # a token of spaces (or padded with them) can never arrive intact in a header
+        if value and value.strip() != value:
+            raise ValueError("must not be blank or start or end with whitespace")
+        return value
+
     @property
     def enabled(self) -> bool:
         return bool(self.token)
@@ -219,6 +233,8 @@ class Config:
     signups: SignupSettings = field(default_factory=SignupSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    # what start-up says loudly but does not refuse (weak secrets on dry-run endpoints)
+    warnings: tuple[str, ...] = ()
 
     @property
     def signup_partnero(self) -> PartneroSettings:
@@ -262,9 +278,10 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
     except ValidationError as exc:
         raise ConfigError(_problems(exc) + _endpoint_problems(values)) from None
     problems: list[str] = []
+    warnings: list[str] = []
     endpoints: dict[str, Endpoint] = {}
     for name, settings in model.endpoints.items():
-        endpoint = _build_endpoint(name, settings, model.partnero, problems)
+        endpoint = _build_endpoint(name, settings, model.partnero, problems, warnings)
         if endpoint is not None:
             endpoints[name] = endpoint
     store = model.store if isinstance(model.store, StoreSettings) else StoreSettings(url=model.store)
@@ -284,12 +301,18 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         model.signups,
         model.admin,
         model.alerts,
+        tuple(warnings),
     )
 
 
 def _build_endpoint(
-    name: str, settings: EndpointSettings, default: PartneroSettings, problems: list[str]
+    name: str,
+    settings: EndpointSettings,
+    default: PartneroSettings,
+    problems: list[str],
+    warnings: list[str] | None = None,
 ) -> Endpoint | None:
+    warnings = [] if warnings is None else warnings
     path = f"endpoints.{name}"
     if not _ENDPOINT_NAME.match(name):
         problems.append(f"{path}: name must be letters, digits, '-' or '_' (it becomes the URL path)")
@@ -300,7 +323,7 @@ def _build_endpoint(
         problems.append(f"{path}.provider: {exc}")
         return None
     secrets = settings.secret_list()
-    if adapter_class.requires_secret and not secrets:
+    if adapter_class.requires_secret and settings.secret is None and settings.secrets is None:
         problems.append(f"{path}.secret: required")
         return None
     try:
@@ -309,14 +332,23 @@ def _build_endpoint(
         known = set(adapter_class.Options.model_fields) | set(EndpointSettings.model_fields)
         problems.extend(_problems(exc, prefix=path, known=known))
         return None
+    partnero = default
+    if settings.partnero is not None:
+        partnero = default.model_copy(update=settings.partnero.model_dump(exclude_none=True))
+    if not secrets and adapter_class.requires_secret:
+        warnings.append(f"endpoint {name}: no secret set ({path}.secret is empty): every webhook to it is refused")
+        return Endpoint(name, settings, partnero, Unverifiable([], options))
+    weak = secrets_weakness(secrets, adapter_class.min_secret_length) if secrets else None
+    if weak is not None:
+        if not partnero.effective_dry_run:
+            problems.append(f"{path}.secret: {weak}: endpoint {name} would accept forged webhooks")
+            return None
+        warnings.append(f"endpoint {name}: its secret {weak}; tolerated only because it is in dry run")
     try:
         adapter = adapter_class(secrets, options)
     except ValueError as exc:
         problems.append(f"{path}.secret: {exc}")
         return None
-    partnero = default
-    if settings.partnero is not None:
-        partnero = default.model_copy(update=settings.partnero.model_dump(exclude_none=True))
     return Endpoint(name, settings, partnero, adapter)
 
 

@@ -6,6 +6,8 @@ from decimal import Decimal, InvalidOperation
 
 from iso4217 import Currency
 
+from bridge.redact import describe
+
 
 class CurrencyError(ValueError):
     """A currency code that is not an ISO 4217 currency with a defined minor unit."""
@@ -23,9 +25,9 @@ def currency_exponent(code: str) -> int:
     try:
         exponent = Currency(code.strip().upper()).exponent
     except ValueError:
-        raise CurrencyError(f"unknown currency {code!r}") from None
+        raise CurrencyError(f"unknown currency ({describe(code)})") from None
     if exponent is None:
-        raise CurrencyError(f"currency {code!r} has no minor unit (ISO 4217 N.A.)")
+        raise CurrencyError(f"currency {code} has no minor unit (ISO 4217 N.A.)")
     return int(exponent)
 
 
@@ -33,9 +35,9 @@ def from_minor_units(amount: int | str | Decimal, currency: str) -> Decimal:
     """Minor units (cents, paise, fils) to a major-unit `Decimal` with the currency's exponent."""
     value = to_decimal(amount)
     if _too_large(value):
-        raise ValueError(f"amount out of range: {amount!r}")
+        raise ValueError("amount out of range")
     if value != value.to_integral_value():
-        raise ValueError(f"minor-unit amount {amount!r} is not a whole number")
+        raise ValueError("minor-unit amount is not a whole number")
     exponent = currency_exponent(currency)
     return _quantized(value.scaleb(-exponent), exponent, amount)
 
@@ -57,11 +59,11 @@ def _too_large(value: Decimal) -> bool:
 
 def _quantized(value: Decimal, exponent: int, original: object) -> Decimal:
     if _too_large(value):
-        raise ValueError(f"amount out of range: {original!r}")
+        raise ValueError("amount out of range")
     try:
         return value.quantize(Decimal(1).scaleb(-exponent))
     except ArithmeticError:
-        raise ValueError(f"amount out of range: {original!r}") from None
+        raise ValueError("amount out of range") from None
 
 
 def to_decimal(amount: int | str | Decimal) -> Decimal:
@@ -71,7 +73,7 @@ def to_decimal(amount: int | str | Decimal) -> Decimal:
     try:
         value = Decimal(amount) if not isinstance(amount, Decimal) else amount
     except InvalidOperation:
-        raise ValueError(f"not a number: {amount!r}") from None
+        raise ValueError(f"not a number ({describe(amount)})") from None
     if not value.is_finite():
-        raise ValueError(f"not a finite amount: {amount!r}")
+        raise ValueError("not a finite amount")
     return value

@@ -91,7 +91,7 @@ class PartneroClient:
 
     async def customer_exists(self, key: str) -> bool | Outcome:
         try:
-            response = await self._client.get(f"/customers/{quote(key, safe='')}")
+            response = await self._client.get(f"/customers/{path_segment(key)}")
         except httpx.TransportError as exc:
             return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
         if response.status_code == 404:
@@ -101,7 +101,7 @@ class PartneroClient:
         return True
 
     async def delete_transaction(self, key: str, maybe_sent_before: bool) -> Outcome:
-        response_or_outcome = await self._send("DELETE", f"/transactions/{quote(key, safe='')}", None)
+        response_or_outcome = await self._send("DELETE", f"/transactions/{path_segment(key)}", None)
         if isinstance(response_or_outcome, Outcome):
             return response_or_outcome
         response = response_or_outcome
@@ -131,7 +131,7 @@ class PartneroClient:
             filtered = all(i.get("key") == key for i in items)
             if filtered or not _has_next_page(document, page):
                 return False
-        document = await self._look(f"/transactions/{quote(key, safe='')}", {})
+        document = await self._look(f"/transactions/{path_segment(key)}", {})
         return _is_live(document.get("data"), key) if isinstance(document, dict) else document
 
     async def _look(self, path: str, params: dict[str, Any]) -> dict[str, Any] | bool | Outcome:
@@ -185,6 +185,17 @@ def _has_next_page(document: dict[str, Any], page: int) -> bool:
     meta = document.get("meta")
     last = meta.get("last_page") if isinstance(meta, dict) else None
     return isinstance(last, int) and last > page
+
+
+def path_segment(value: str) -> str:
+    """`value` as exactly one URL path segment, whatever it holds.
+
+    Reserved characters are percent-encoded; so are the dots of a segment that is only dots, which
+    httpx would otherwise resolve (RFC 3986): `/customers/..` became `GET /v1`, whose 2xx then counted
+    as "the customer exists".
+    """
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded and not encoded.strip(".") else encoded
 
 
 def _classify_failure(response: httpx.Response, message: str) -> Outcome:

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, from_minor_units, normalize_currency
+from bridge.redact import describe
 from providers.base import AdapterOptions, PayloadError
 
 _SEGMENT = re.compile(r"[^\s.]+")
@@ -316,7 +317,7 @@ class PayloadMapper:
             value = lookup(document, self.fields.currency)
             if value is not None:
                 if not isinstance(value, str):
-                    raise ValueError(f"{self.fields.currency} is not a currency code: {value!r}")
+                    raise ValueError(f"{self.fields.currency} is not a currency code ({describe(value)})")
                 return normalize_currency(value)
         return self.fixed_currency
 
@@ -334,7 +335,7 @@ class PayloadMapper:
         if isinstance(value, str) and number.fullmatch(value.strip()):
             value = value.strip()
         elif isinstance(value, bool) or not isinstance(value, int | Decimal) or (value < 0 and not negative_ok):
-            raise ValueError(f"{path} is not a non-negative amount: {value!r}")
+            raise ValueError(f"{path} is not a non-negative amount ({describe(value)})")
         if self.fields.amount_unit == "minor":
             return abs(from_minor_units(value, currency))
         return abs(from_major_units(value, currency))

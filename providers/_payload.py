@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 from bridge.money import normalize_currency
+from bridge.redact import describe
 from providers.base import PayloadError
 
 
@@ -32,16 +33,16 @@ def load_json_object(body: bytes) -> dict[str, Any]:
 def currency_code(value: Any, field: str) -> str:
     """An ISO 4217 code, upper-cased (Polar and Gumroad send `usd`)."""
     if not isinstance(value, str):
-        raise ValueError(f"{field} is not a currency code: {value!r}")
+        raise ValueError(f"{field} is not a currency code ({describe(value)})")
     return normalize_currency(value)
 
 
 def non_negative_amount(value: Any, field: str) -> int | Decimal:
     """A JSON number for money: never a boolean, a string or a negative (refunds are their own events)."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"{field} is not a number: {value!r}")
+        raise ValueError(f"{field} is not a number ({describe(value)})")
     if value < 0:
-        raise ValueError(f"{field} is negative: {value!r}")
+        raise ValueError(f"{field} is negative")
     return value
 
 

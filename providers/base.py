@@ -109,6 +109,8 @@ class ProviderAdapter:
     Options: ClassVar[type[AdapterOptions]] = AdapterOptions
     # False for providers authenticated some other way than a shared secret (e.g. an API fetch)
     requires_secret: ClassVar[bool] = True
+    # a shorter secret is refused on a live endpoint: guessable (providers that allow less say so)
+    min_secret_length: ClassVar[int] = 8
     # True when the provider reports a dispute's outcome (lost/won), so a reversal can wait for it
     reports_dispute_outcome: ClassVar[bool] = False
     # checkout links the browser script may decorate with the partner key (none: the provider has no

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units
+from bridge.redact import describe
 from providers._payload import currency_code, load_json_object
 from providers.base import (
     AdapterOptions,
@@ -318,9 +319,9 @@ def _id_of(value: Any) -> str | None:
 
 def _cents(value: Any, field: str) -> int | Decimal:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"{field} is not an amount in cents: {value!r}")
+        raise ValueError(f"{field} is not an amount in cents ({describe(value)})")
     if value < 0 or (isinstance(value, Decimal) and value != value.to_integral_value()):
-        raise ValueError(f"{field} is not a whole, non-negative number of cents: {value!r}")
+        raise ValueError(f"{field} is not a whole, non-negative number of cents")
     return value
 
 

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
+from bridge.redact import describe
 from providers._payload import flat_metadata, load_json_object, non_negative_amount, scalar_text
 from providers.base import (
     AdapterOptions,
@@ -227,7 +228,7 @@ def _required_id(data: Mapping[str, Any], field: str) -> str:
 
 def _currency(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"data.currency is not a currency code: {value!r}")
+        raise ValueError(f"data.currency is not a currency code ({describe(value)})")
     return normalize_currency(value)
 
 

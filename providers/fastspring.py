@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units
+from bridge.redact import describe
 from providers._payload import currency_code, load_json_object
 from providers.base import (
     AdapterOptions,
@@ -277,9 +278,9 @@ def _order_id(order: Json) -> str | None:
 
 def _major(value: Any, field: str, currency: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"{field} is not an amount: {value!r}")
+        raise ValueError(f"{field} is not an amount ({describe(value)})")
     if value < 0:
-        raise ValueError(f"{field} is negative: {value!r}")
+        raise ValueError(f"{field} is negative")
     return from_major_units(value, currency)
 
 

@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units
+from bridge.redact import describe
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -198,7 +199,7 @@ def purchase_amount(fields: Fields, resource: str, *, required: bool) -> tuple[D
             raise PayloadError(f"{resource} post without {field}")
         return None, None
     if not _WHOLE_CENTS.fullmatch(raw):
-        raise PayloadError(f"{field} is not a whole number of cents: {raw[:40]!r}")
+        raise PayloadError(f"{field} is not a whole number of cents ({describe(raw)})")
     try:
         return from_minor_units(raw, PRICE_CURRENCY), PRICE_CURRENCY
     except ValueError as exc:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
+from bridge.redact import describe
 from providers._payload import load_json_object
 from providers.base import (
     AdapterOptions,
@@ -62,6 +63,8 @@ Handler = Callable[[str, Json, Json], NormalizedEvent]
 
 class LemonSqueezyAdapter(ProviderAdapter):
     name = "lemonsqueezy"
+    # the dashboard takes a signing secret of 6 to 40 characters
+    min_secret_length: ClassVar[int] = 6
     # https://docs.lemonsqueezy.com/help/checkout/passing-custom-data: `checkout[custom][<name>]` on
     # `https://<store>.lemonsqueezy.com/checkout/buy/<variant>` arrives as `meta.custom_data.<name>`
     checkout_links: ClassVar[tuple[CheckoutLink, ...]] = (
@@ -278,7 +281,7 @@ def _attributes(data: Json, expected_type: str) -> Json:
     # a wrong object type would put a foreign id under this key family
     kind = data.get("type")
     if kind is not None and kind != expected_type:
-        raise PayloadError(f"data.type is {kind!r}, expected {expected_type!r}")
+        raise PayloadError(f"data.type is not {expected_type!r} ({describe(kind)})")
     attributes = data.get("attributes")
     if not isinstance(attributes, Mapping):
         raise PayloadError("missing data.attributes")
@@ -311,14 +314,14 @@ def _currency(attributes: Json) -> str:
     try:
         return normalize_currency(code)
     except ValueError:
-        raise PayloadError(f"unknown currency {code!r}") from None
+        raise PayloadError(f"unknown currency ({describe(code)})") from None
 
 
 def _billing_reason(attributes: Json) -> str:
     reason = attributes.get("billing_reason")
     if reason not in ("initial", "renewal", "updated"):
         # an unknown reason could be a payment: keep the call for replay rather than guess
-        raise PayloadError(f"unknown data.attributes.billing_reason {reason!r}")
+        raise PayloadError(f"unknown data.attributes.billing_reason ({describe(reason)})")
     return str(reason)
 
 

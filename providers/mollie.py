@@ -41,7 +41,7 @@ from providers.base import (
     WebhookRequest,
     body_hash,
 )
-from providers.signatures import any_digest_matches, decode_signature, sign_hmac
+from providers.signatures import any_sent_digest_matches, decode_signature, sign_hmac, signature_entries
 
 KEY_PREFIX = "mollie:payment:"
 DEFAULT_API_BASE_URL = "https://api.mollie.com/v2"
@@ -156,14 +156,12 @@ class MollieAdapter(ProviderAdapter):
         if not header:
             raise SignatureError.missing(SIGNATURE_HEADER)
         # during a rotation Mollie sends the header twice; some proxies join the copies with commas
-        digests = [decode_signature(part.strip().removeprefix(SIGNATURE_PREFIX), "hex") for part in header.split(",")]
-        candidates = [digest for digest in digests if digest is not None]
-        if not candidates:
+        digests = [
+            decode_signature(part.removeprefix(SIGNATURE_PREFIX), "hex") for part in signature_entries(header, ",")
+        ]
+        if not any(digest is not None for digest in digests):
             raise SignatureError.malformed(SIGNATURE_HEADER)
-        matched = False
-        for digest in candidates:
-            matched |= any_digest_matches(self._signing_keys, request.body, digest, "sha256")
-        if not matched:
+        if not any_sent_digest_matches(self._signing_keys, request.body, digests, "sha256"):
             raise SignatureError.mismatch(SIGNATURE_HEADER)
 
     def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
@@ -470,7 +468,7 @@ def _money(value: object) -> tuple[Decimal, str]:
     currency = normalize_currency(code)
     amount = from_major_units(raw, currency)
     if amount < 0:
-        raise ValueError(f"negative amount {raw!r}")
+        raise ValueError("negative amount")
     return amount, currency
 
 

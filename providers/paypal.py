@@ -19,10 +19,12 @@ import binascii
 import functools
 import hashlib
 import json
+import logging
 import time
 import uuid
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -43,6 +45,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, normalize_currency
+from bridge.redact import describe
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -59,6 +62,8 @@ AUTH_ALGO = "SHA256withRSA"
 DEFAULT_TOLERANCE_SECONDS = 300
 LIVE_API_BASE_URL = "https://api-m.paypal.com"
 
+log = logging.getLogger("providers.paypal")
+
 # PAYPAL-CERT-URL comes from the request: certificates are fetched from these hosts only, never elsewhere
 CERTIFICATE_HOSTS = frozenset(
     {"api.paypal.com", "api-m.paypal.com", "api.sandbox.paypal.com", "api-m.sandbox.paypal.com"}
@@ -68,6 +73,11 @@ CERTIFICATE_NAMES = ("messageverificationcerts.paypal.com", "messageverification
 MAX_CERTIFICATE_BYTES = 64 * 1024
 # a certificate URL that failed is not fetched again for this long, however many requests name it
 FAILED_FETCH_PAUSE_SECONDS = 60.0
+# unsigned requests may name any path on PayPal's hosts: at most this many URLs not yet cached are
+# fetched per minute (PayPal signs with one certificate for months), the rest refused without a fetch
+NEW_CERTIFICATE_URLS_PER_MINUTE = 10
+# the one answer a failed PayPal check gives: which fetch failed, or how, is for the log, not the caller
+NOT_VERIFIED = "signature not verified"
 SIMULATOR_CERT_PATH = "/v1/notifications/certs/CERT-partnero-bridge-simulator"
 
 _ID = "paypal-transmission-id"
@@ -216,6 +226,7 @@ class CertificateStore:
         self._trusted: dict[str, _Trusted] = {}
         self._failed: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._recent_fetches: deque[float] = deque()
 
     def pin(self, url: str, certificate: x509.Certificate) -> None:
         """Trust `certificate` for `url` as it is, without a chain (expired SDK vectors, the simulator)."""
@@ -272,6 +283,7 @@ class CertificateStore:
                 failed_at = self._failed.get(url)
                 if failed_at is not None and time.monotonic() - failed_at < FAILED_FETCH_PAUSE_SECONDS:
                     raise CertificateError("fetching this certificate failed moments ago")
+                self._count_new_fetch()
                 try:
                     self.add(url, await self._fetch(url), now)
                 except CertificateError:
@@ -282,6 +294,14 @@ class CertificateStore:
                 self._failed.pop(url, None)
         finally:
             self._locks.pop(url, None)
+
+    def _count_new_fetch(self) -> None:
+        started = time.monotonic()
+        while self._recent_fetches and started - self._recent_fetches[0] >= 60:
+            self._recent_fetches.popleft()
+        if len(self._recent_fetches) >= NEW_CERTIFICATE_URLS_PER_MINUTE:
+            raise CertificateError("too many new certificate URLs this minute; not fetched")
+        self._recent_fetches.append(started)
 
     def _usable(self, url: str, now: float) -> bool:
         trusted = self._trusted.get(url)
@@ -459,7 +479,8 @@ class PayPalAdapter(ProviderAdapter):
         try:
             await self.certificates.load(transmission.cert_url, now)
         except CertificateError as exc:
-            raise SignatureError(f"PayPal certificate unusable: {exc}") from None
+            log.info("paypal: certificate unusable: %s", exc)
+            raise SignatureError(NOT_VERIFIED) from None
         self._check_signature(transmission, request.body, now)
 
     def _transmission(self, request: WebhookRequest, now: float) -> _Transmission:
@@ -492,7 +513,8 @@ class PayPalAdapter(ProviderAdapter):
         try:
             key = self.certificates.public_key(transmission.cert_url, now)
         except CertificateError as exc:
-            raise SignatureError(f"PayPal certificate unusable: {exc}") from None
+            log.info("paypal: certificate unusable: %s", exc)
+            raise SignatureError(NOT_VERIFIED) from None
         crc = zlib.crc32(body)
         for webhook_id in self.secrets:
             message = signed_message(transmission.transmission_id, transmission.transmission_time, webhook_id, crc)
@@ -501,7 +523,8 @@ class PayPalAdapter(ProviderAdapter):
                 return
             except InvalidSignature:
                 continue
-        raise SignatureError.mismatch(_SIG)
+        log.info("paypal: %s does not match the certificate", _SIG)
+        raise SignatureError(NOT_VERIFIED)
 
     async def _fetch_certificate(self, url: str) -> bytes:
         return await fetch_certificate(self._client(), url)
@@ -840,7 +863,7 @@ def _dispute_events(ctx: _Context, dispute: Mapping[str, Any], state: DisputeSta
     if dispute.get("dispute_amount") is not None:
         amount, currency = _money(dispute["dispute_amount"], "value", "currency_code")
         if amount < 0:
-            raise ValueError(f"dispute amount {amount} is negative")
+            raise ValueError("dispute amount is negative")
     # a dispute names PayPal's transaction id but not whether it was a Checkout capture or a subscription
     # sale: both keys are named, and the one the bridge never booked ends as a no-op
     return [
@@ -1035,7 +1058,7 @@ def _money(obj: object, value_field: str, currency_field: str) -> tuple[Decimal,
     currency = normalize_currency(_text(obj, currency_field))
     value = obj[value_field]
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise ValueError(f"amount {value!r} is not a decimal string")
+        raise ValueError(f"amount is not a decimal string ({describe(value)})")
     return from_major_units(value, currency), currency
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units
+from bridge.redact import describe
 from providers._payload import currency_code, load_json_object
 from providers.base import (
     AdapterOptions,
@@ -257,9 +258,9 @@ def _subunits(value: Any, field: str) -> int | str | Decimal:
         if digits.isascii() and digits.isdigit():
             return digits
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"{field} is not an amount in subunits: {value!r}")
+        raise ValueError(f"{field} is not an amount in subunits ({describe(value)})")
     if value < 0:
-        raise ValueError(f"{field} is negative: {value!r}")
+        raise ValueError(f"{field} is negative")
     return value
 
 

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
+from bridge.redact import describe
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -281,9 +282,9 @@ def _metadata(value: object) -> dict[str, str]:
 def _minor(value: object) -> int:
     """An integer cent amount; JSON floats, booleans and strings are refused."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"amount {value!r} is not an integer number of cents")
+        raise ValueError(f"amount is not an integer number of cents ({describe(value)})")
     if value < 0:
-        raise ValueError(f"amount {value!r} is negative")
+        raise ValueError("amount is negative")
     return value
 
 

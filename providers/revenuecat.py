@@ -1,7 +1,10 @@
-"""RevenueCat: a static `Authorization` header value, compared in constant time; purchases keyed per store transaction.
+"""RevenueCat: a static `Authorization` header value, and the optional HMAC signature; keyed per store transaction.
 
-RevenueCat signs nothing: it sends back, verbatim, the authorization header value the merchant typed
-into the webhook integration, so that value is the endpoint's secret. The body is not authenticated.
+RevenueCat sends back, verbatim, the authorization header value the merchant typed into the webhook
+integration, so that value is the endpoint's secret; it does not authenticate the body. Integrations
+may also opt in to signing: `X-RevenueCat-Webhook-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+"<t>.<raw body>">`, several `v1` during a rotation. With `signing_secret` set, that signature is
+required as well, so the body itself is authenticated.
 
 Each purchase, renewal and one-off purchase is its own store transaction: the key is
 `revenuecat:<store>:<transaction_id>` (ids come from different stores, so the store is part of the key).
@@ -18,8 +21,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field, SecretStr
+
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, normalize_currency
+from bridge.redact import describe
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -29,8 +35,10 @@ from providers.base import (
     WebhookRequest,
     body_hash,
 )
+from providers.signatures import STANDARD_TOLERANCE_SECONDS, sign_timestamped_hmac, verify_timestamped_hmac
 
 AUTHORIZATION_HEADER = "authorization"
+SIGNATURE_HEADER = "x-revenuecat-webhook-signature"
 BEARER = "Bearer "
 ANONYMOUS_PREFIX = "$RCAnonymousID:"
 SALE_TYPES = {"INITIAL_PURCHASE": "subscription", "RENEWAL": "subscription", "NON_RENEWING_PURCHASE": "one_time"}
@@ -68,6 +76,14 @@ class RevenueCatOptions(AdapterOptions):
     revenue: Literal["gross", "proceeds"] = "gross"
     # stores whose payments Partnero already receives natively (e.g. STRIPE, PADDLE): counted once
     ignore_stores: tuple[str, ...] = ()
+    # the integration's webhook signing secret (two while rotating): the signature is then required too
+    signing_secret: SecretStr | list[SecretStr] | None = None
+    tolerance_seconds: int = Field(default=STANDARD_TOLERANCE_SECONDS, gt=0)
+
+    def signing_keys(self) -> tuple[bytes, ...]:
+        value = self.signing_secret
+        secrets = [] if value is None else value if isinstance(value, list) else [value]
+        return tuple(s.get_secret_value().encode("utf-8") for s in secrets if s.get_secret_value())
 
 
 class RevenueCatAdapter(ProviderAdapter):
@@ -91,6 +107,7 @@ class RevenueCatAdapter(ProviderAdapter):
                 if encoded not in accepted:
                     accepted.append(encoded)
         self._accepted = tuple(accepted)
+        self._signing_keys = self.settings.signing_keys()
         self._ignored_stores = frozenset(store.upper() for store in self.settings.ignore_stores)
 
     # --- authenticity ------------------------------------------------------------------------------
@@ -106,9 +123,21 @@ class RevenueCatAdapter(ProviderAdapter):
             matched |= hmac.compare_digest(offered, value)
         if not matched:
             raise SignatureError.mismatch("Authorization header")
+        if self._signing_keys:
+            verify_timestamped_hmac(
+                self._signing_keys,
+                request.header(SIGNATURE_HEADER),
+                request.body,
+                now,
+                self.settings.tolerance_seconds,
+                SIGNATURE_HEADER,
+            )
 
     def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
-        return SignedRequest(headers={AUTHORIZATION_HEADER: secret, "user-agent": "RevenueCat"})
+        headers = {AUTHORIZATION_HEADER: secret, "user-agent": "RevenueCat"}
+        if self._signing_keys:
+            headers[SIGNATURE_HEADER] = sign_timestamped_hmac(self._signing_keys[0], int(now), body)
+        return SignedRequest(headers=headers)
 
     def delivery_id(self, request: WebhookRequest) -> str:
         """`event.id`: RevenueCat's retries keep it (and `event_timestamp_ms`)."""
@@ -150,7 +179,7 @@ class RevenueCatAdapter(ProviderAdapter):
         key = _transaction_key(event)
         amount, currency = self._price(event)
         if amount < 0:
-            raise ValueError(f"negative price {amount} on a purchase")
+            raise ValueError("negative price on a purchase")
         if amount == 0:
             return ignored(event_type, "price is 0 (free trial or free offer)")
         return NormalizedEvent(
@@ -306,7 +335,7 @@ def _fraction(value: Any) -> Decimal:
         return Decimal(0)
     number = _number(value)
     if number is None:
-        raise ValueError(f"percentage {value!r} is not a number")
+        raise ValueError(f"percentage is not a number ({describe(value)})")
     return number
 
 

@@ -10,7 +10,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Literal
 
 from providers.base import SignatureError
@@ -19,6 +20,10 @@ Algorithm = Literal["sha1", "sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
 
 STANDARD_TOLERANCE_SECONDS = 300
+# A rotation needs two or three entries; an attacker can send thousands in one header. Only the first
+# this many are considered, and each key's digest is computed once, so the work per request is bounded
+# by the body size times the configured keys, whatever the header holds.
+MAX_SIGNATURE_ENTRIES = 16
 
 
 def hmac_digest(key: bytes, message: bytes, algorithm: Algorithm = "sha256") -> bytes:
@@ -63,11 +68,41 @@ def verify_hmac(
 
 
 def any_digest_matches(keys: Sequence[bytes], message: bytes, sent: bytes, algorithm: Algorithm) -> bool:
-    # no early exit: each key is checked so timing does not reveal which one matched
+    return any_sent_digest_matches(keys, message, [sent], algorithm)
+
+
+def any_sent_digest_matches(
+    keys: Sequence[bytes], message: bytes, sent: Iterable[bytes | None], algorithm: Algorithm
+) -> bool:
+    """True when one of the first `MAX_SIGNATURE_ENTRIES` sent digests is the HMAC of `message` under a key.
+
+    `None` entries (values that did not decode) count towards the cap and never match.
+    """
+    considered = [digest for digest in islice(sent, MAX_SIGNATURE_ENTRIES) if digest is not None]
+    if not considered:
+        return False
+    # no early exit: every pair is compared so timing does not reveal which key or entry matched
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(hmac_digest(key, message, algorithm), sent)
+        expected = hmac_digest(key, message, algorithm)
+        for digest in considered:
+            matched |= hmac.compare_digest(expected, digest)
     return matched
+
+
+def signature_entries(header: str, separator: str) -> Iterator[str]:
+    """The first `MAX_SIGNATURE_ENTRIES` non-empty parts of a header, without splitting all of it."""
+    count = 0
+    start = 0
+    while count < MAX_SIGNATURE_ENTRIES and start <= len(header):
+        end = header.find(separator, start)
+        part = header[start:] if end < 0 else header[start:end]
+        if part.strip():
+            count += 1
+            yield part.strip()
+        if end < 0:
+            return
+        start = end + len(separator)
 
 
 # --- Standard Webhooks (https://www.standardwebhooks.com) -------------------------------------------
@@ -134,16 +169,45 @@ def verify_standard_webhook(
     if abs(now - sent_at) > tolerance_seconds:
         raise SignatureError.timestamp()
     signed = f"{msg_id}.{sent_at}.".encode() + body
-    candidates = []
-    for entry in signature.split(" "):
-        version, _, value = entry.partition(",")
-        if version != "v1" or not value:
-            continue
-        digest = decode_signature(value, "base64")
-        if digest is not None:
-            candidates.append(digest)
-    matched = False
-    for digest in candidates:
-        matched |= any_digest_matches(keys, signed, digest, "sha256")
-    if not matched:
+    candidates = (_standard_entry_digest(entry) for entry in signature_entries(signature, " "))
+    if not any_sent_digest_matches(keys, signed, candidates, "sha256"):
         raise SignatureError.mismatch("webhook-signature")
+
+
+def _standard_entry_digest(entry: str) -> bytes | None:
+    version, _, value = entry.partition(",")
+    if version != "v1" or not value:
+        return None
+    return decode_signature(value, "base64")
+
+
+# --- "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>" (Whop's legacy header, RevenueCat) ---------
+
+
+def sign_timestamped_hmac(key: bytes, timestamp: int, body: bytes) -> str:
+    return f"t={timestamp},v1={sign_hmac(key, f'{timestamp}.'.encode() + body)}"
+
+
+def verify_timestamped_hmac(
+    keys: Sequence[bytes], header: str | None, body: bytes, now: float, tolerance_seconds: int, name: str
+) -> None:
+    """Check a `t=…,v1=…` header (several `v1` during a rotation) against `keys`; `name` is the header's."""
+    if not header:
+        raise SignatureError.missing(name)
+    timestamp: str | None = None
+    sent: list[bytes | None] = []
+    for part in signature_entries(header, ","):
+        field, _, value = part.partition("=")
+        if field == "t":
+            timestamp = value
+        elif field == "v1":
+            sent.append(decode_signature(value, "hex"))
+    # ASCII digits only, and few of them: int() would accept "²" or overflow float arithmetic
+    if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        raise SignatureError.malformed(name)
+    if abs(now - int(timestamp)) > tolerance_seconds:
+        raise SignatureError.timestamp()
+    if not any(digest is not None for digest in sent):
+        raise SignatureError.malformed(name)
+    if not any_sent_digest_matches(keys, f"{int(timestamp)}.".encode() + body, sent, "sha256"):
+        raise SignatureError.mismatch(name)

@@ -37,12 +37,11 @@ from providers.base import (
 )
 from providers.signatures import (
     STANDARD_TOLERANCE_SECONDS,
-    any_digest_matches,
-    decode_signature,
-    sign_hmac,
+    sign_timestamped_hmac,
     standard_webhook_headers,
     standard_webhook_key,
     verify_standard_webhook,
+    verify_timestamped_hmac,
 )
 
 KEY_PREFIX = "whop:pay:"
@@ -115,32 +114,9 @@ class WhopAdapter(ProviderAdapter):
             raise
 
     def _verify_legacy(self, request: WebhookRequest, now: float) -> None:
-        header = request.header(LEGACY_HEADER)
-        if not header:
-            raise SignatureError.missing(LEGACY_HEADER)
-        timestamp: str | None = None
-        sent: list[bytes] = []
-        for part in header.split(","):
-            name, _, value = part.strip().partition("=")
-            if name == "t":
-                timestamp = value
-            elif name == "v1":
-                digest = decode_signature(value, "hex")
-                if digest is not None:
-                    sent.append(digest)
-        # ASCII digits only, and few of them: int() would accept "²" or overflow float arithmetic
-        if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
-            raise SignatureError.malformed(LEGACY_HEADER)
-        if abs(now - int(timestamp)) > self.settings.tolerance_seconds:
-            raise SignatureError.timestamp()
-        if not sent:
-            raise SignatureError.malformed(LEGACY_HEADER)
-        signed = f"{int(timestamp)}.".encode() + request.body
-        matched = False
-        for digest in sent:
-            matched |= any_digest_matches(self._keys, signed, digest, "sha256")
-        if not matched:
-            raise SignatureError.mismatch(LEGACY_HEADER)
+        verify_timestamped_hmac(
+            self._keys, request.header(LEGACY_HEADER), request.body, now, self.settings.tolerance_seconds, LEGACY_HEADER
+        )
 
     def delivery_id(self, request: WebhookRequest) -> str:
         # Standard Webhooks keeps `webhook-id` (= the envelope `id`) across retries of one message
@@ -160,8 +136,7 @@ class WhopAdapter(ProviderAdapter):
         key = standard_webhook_key(secret, "raw")
         timestamp = int(now)
         if self.settings.scheme == "legacy":
-            signature = sign_hmac(key, f"{timestamp}.".encode() + body)
-            return SignedRequest(headers={LEGACY_HEADER: f"t={timestamp},v1={signature}"})
+            return SignedRequest(headers={LEGACY_HEADER: sign_timestamped_hmac(key, timestamp, body)})
         # one body is one Whop message, so its id stays the same however often it is re-sent
         msg_id = "msg_" + hashlib.sha256(body).hexdigest()[:24]
         return SignedRequest(headers=standard_webhook_headers(key, msg_id, timestamp, body))

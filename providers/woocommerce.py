@@ -195,7 +195,7 @@ class WooCommerceAdapter(ProviderAdapter):
         currency = normalize_currency(_text(order, "currency"))
         amount = from_major_units(_order_total(order), currency)
         if amount < 0:
-            raise ValueError(f"negative order total {amount}")
+            raise ValueError("negative order total")
         if amount == 0:
             return ignored(topic, "order total is 0 (free order or full discount)")
         return NormalizedEvent(

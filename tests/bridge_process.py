@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -34,7 +35,9 @@ class BridgeProcess:
         env: dict[str, str] | None = None,
         command: str = "serve",
         extra_args: tuple[str, ...] = (),
+        max_open_files: int | None = None,
     ) -> None:
+        self.max_open_files = max_open_files
         self.command = command
         self.extra_args = extra_args
         self.workdir = workdir
@@ -62,6 +65,7 @@ class BridgeProcess:
             stderr=subprocess.STDOUT,
             env=self.env,
             start_new_session=True,
+            preexec_fn=self._limit_files if self.max_open_files else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -78,6 +82,11 @@ class BridgeProcess:
                     pass
             time.sleep(0.05)
         raise RuntimeError(f"bridge did not start:\n{self.logs()}")
+
+    def _limit_files(self) -> None:
+        # runs in the child before exec: what `ulimit -n` does in a shell
+        assert self.max_open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_open_files, self.max_open_files))
 
     def kill(self) -> None:
         """SIGKILL, no goodbye: what a crash or an OOM kill looks like."""

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app, stored_query
 from bridge.config import Config, DeliverySettings, Endpoint, EndpointSettings, PartneroSettings, ServerSettings
 from bridge.events import NormalizedEvent
-from bridge.store.base import StoredCall
+from bridge.store.base import Store, StoredCall
 from bridge.store.sqlite import SQLiteStore
 from providers.base import AcknowledgeOnly, AdapterOptions, ProviderAdapter, SignatureError, WebhookRequest
 
@@ -108,3 +110,100 @@ def test_health_and_readiness(client: tuple[TestClient, SQLiteStore]) -> None:
 def test_stored_query_only_redacts_secrets() -> None:
     assert stored_query("a=1&token=s", ("s",)) == "a=1&token=%5Bredacted%5D"
     assert stored_query("", ("s",)) == ""
+
+
+class BodyIdAdapter(HeaderTokenAdapter):
+    """Takes the delivery id from the body, as adapters do with a payload's event id."""
+
+    def delivery_id(self, request: WebhookRequest) -> str:
+        return str(json.loads(request.body)["id"])
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("raw_id", ["evt\x00nul", "evt\ud800lone", "evt\nline", "e" * 5000, " "])
+def test_a_body_derived_delivery_id_is_reduced_to_a_storable_form(engine: str, raw_id: str, tmp_path: Path) -> None:
+    from bridge.store.postgres import PostgresStore
+    from tests.postgres_kit import throwaway_schema
+
+    async def post_twice(store: Store) -> list[int]:
+        settings = EndpointSettings(provider="test", secret="tok-123456")
+        endpoint = Endpoint("shop", settings, PartneroSettings(), BodyIdAdapter(["tok-123456"], AdapterOptions()))
+        config = Config(PartneroSettings(), "sqlite://", ServerSettings(), DeliverySettings(), {"shop": endpoint})
+        body = json.dumps({"id": raw_id}).encode()
+        statuses = []
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(config, store, None)), base_url="http://t"
+        ) as http:
+            for _ in range(2):
+                response = await http.post("/webhooks/shop", content=body, headers={"x-token": "tok-123456"})
+                statuses.append(response.status_code)
+        [call] = await store.run(lambda tx: tx.received_calls(10))
+        assert call.delivery_id.startswith("id-sha256:") and len(call.delivery_id) < 100
+        return statuses
+
+    async def run(store: Store) -> list[int]:
+        await store.open()
+        try:
+            return await post_twice(store)
+        finally:
+            await store.close()
+
+    if engine == "sqlite":
+        statuses = asyncio.run(run(SQLiteStore(str(tmp_path / "s.db"))))
+    else:
+        with throwaway_schema() as url:
+            statuses = asyncio.run(run(PostgresStore(url, pool_size=2)))
+    # stored once, then recognised as the same delivery: never a 503 the provider would retry for ever
+    assert statuses == [200, 200]
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[TestClient]:
+    from bridge.config import SignupSettings
+
+    store = SQLiteStore(str(tmp_path / "r.db"))
+    config = Config(
+        PartneroSettings(),
+        "sqlite://",
+        ServerSettings(),
+        DeliverySettings(),
+        {},
+        signups=SignupSettings(token="relay-token-0123456789"),
+    )
+    asyncio.run(store.open())
+    with TestClient(create_app(config, store, None)) as test_client:
+        yield test_client
+    asyncio.run(store.close())
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ("Bearer relay-token-0123456789", 422),
+        ("bearer relay-token-0123456789", 422),
+        ("BEARER  relay-token-0123456789 ", 422),
+        ("relay-token-0123456789", 401),
+        ("Basic relay-token-0123456789", 401),
+        ("Bearer", 401),
+        ("Bearer relay-token-012345678", 401),
+    ],
+)
+def test_signups_take_the_bearer_scheme_in_any_case_and_require_it(
+    relay: TestClient, authorization: str, status: int
+) -> None:
+    # 422: the token was accepted and the (empty) body then refused
+    response = relay.post("/signups", content=b"{}", headers={"authorization": authorization})
+    assert response.status_code == status
+
+
+def test_every_answer_says_nosniff(client: tuple[TestClient, SQLiteStore], relay: TestClient) -> None:
+    http, _ = client
+    answers = [
+        http.get("/healthz"),
+        http.post("/webhooks/nope", content=b"{}"),
+        http.post("/webhooks/shop", content=b"{}", headers={"x-token": "wrong"}),
+        http.post("/webhooks/shop", content=b"{}", headers={"x-token": "tok-123456"}),
+        http.get("/partnero-checkout.js"),
+        relay.post("/signups", content=b"{}"),
+    ]
+    assert [r.headers.get("x-content-type-options") for r in answers] == ["nosniff"] * len(answers)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import ConfigError, load_config, parse_config, redact
+from bridge.redact import redact_url
 from tests.bridge_process import ROOT
 
 
@@ -66,7 +67,7 @@ def test_rotation_and_per_endpoint_partnero_override() -> None:
             "partnero": {"api_key": "main-key"},
             "endpoints": {
                 "a": {"provider": "lemonsqueezy", "secrets": ["new-secret", "old-secret"]},
-                "b": {"provider": "lemonsqueezy", "secret": "x", "partnero": {"api_key": "other-program"}},
+                "b": {"provider": "lemonsqueezy", "secret": "b-secret", "partnero": {"api_key": "other-program"}},
             },
         }
     )
@@ -145,3 +146,47 @@ def test_every_mistake_in_one_run_with_did_you_mean() -> None:
     for line in expected:
         assert any(p.startswith(line) for p in problems), (line, problems)
     assert not any("did you mean" in p for p in problems if p.startswith("store.str"))
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://bridge:pg-pass@db:5432/bridge?sslmode=require",
+            "postgresql://bridge:***@db:5432/bridge?sslmode=require",
+        ),
+        (
+            "postgresql://db/bridge?sslmode=require&password=pg-pass",
+            "postgresql://db/bridge?sslmode=require&password=***",
+        ),
+        ("https://user:pg-pass@partnero.example/v1", "https://user:***@partnero.example/v1"),
+        ("https://pg-pass@partnero.example/v1", "https://***@partnero.example/v1"),
+        ("https://partnero.example/v1?api_key=pg-pass#pg-pass", "https://partnero.example/v1?api_key=***"),
+        ("sqlite:///./data/bridge.db", "sqlite:///./data/bridge.db"),
+        ("https://pg-pass@[::1:bad/v1", "(a URL that does not parse; not shown)"),
+    ],
+)
+def test_urls_are_shown_without_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "pg-pass" not in redact_url(url)
+
+
+def test_check_config_redacts_the_store_and_partnero_urls(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "store: postgresql://bridge:pg-pass@127.0.0.1:9/bridge\n"
+        "partnero: {base_url: 'https://user:pp-pass@partnero.example/v1', dry_run: true}\n"
+        "endpoints: {ls: {provider: lemonsqueezy, secret: s3cret-value}}\n"
+    )
+    result = _cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "store: postgresql://bridge:***@127.0.0.1:9/bridge" in result.stdout
+    assert "partnero=https://user:***@partnero.example/v1" in result.stdout
+    assert "pg-pass" not in result.stdout + result.stderr and "pp-pass" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("token", [" ", "   ", " padded-token-0123", "padded-token-0123\t"])
+def test_a_blank_or_padded_signup_token_is_refused(token: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"signups": {"token": token}})
+    assert error.value.problems == ["signups.token: must not be blank or start or end with whitespace"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
+import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -27,6 +29,7 @@ from bridge.events import DisputeState, EventKind, NormalizedEvent
 from providers import get_adapter_class
 from providers.base import PayloadError, SignatureError, WebhookRequest, body_hash
 from providers.paypal import (
+    NOT_VERIFIED,
     CertificateError,
     CertificateStore,
     PayPalAdapter,
@@ -49,6 +52,16 @@ WEBHOOK_ID = "5GP028458E2496506"
 NOW = 1_790_000_000.0  # 2026-09-21; any "now" works for the simulator, whose certificate runs to 2125
 LIVE_CERT_URL = "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-1a5f47cb"
 E2E_KEY = "paypal:capture:12A34567BC123456S"
+
+
+@contextlib.contextmanager
+def not_verified(caplog: pytest.LogCaptureFixture, reason: str) -> Iterator[None]:
+    """The 401 says only "signature not verified"; why (which fetch failed, how) goes to the log."""
+    caplog.set_level(logging.INFO, logger="providers.paypal")
+    caplog.clear()
+    with pytest.raises(SignatureError, match=f"^{NOT_VERIFIED}$"):
+        yield
+    assert reason in caplog.text
 
 
 def fixture(name: str) -> bytes:
@@ -143,11 +156,11 @@ def test_sdk_vectors_refuse_another_webhook_id_and_a_changed_byte(name: str) -> 
     body = fixture(vector["file"])
     now = epoch(vector["headers"]["paypal-transmission-time"])
     # the negative control of ValidateCertTest.testInvalidWebhookId
-    with pytest.raises(SignatureError, match="paypal-transmission-sig does not match"):
+    with pytest.raises(SignatureError, match=f"^{NOT_VERIFIED}$"):
         pinned_adapter(vector, "NotToBeFound").verify(request(body, vector["headers"]), now)
     changed = body.replace(b'"USD"', b'"EUR"', 1)
     assert changed != body
-    with pytest.raises(SignatureError, match="does not match"):
+    with pytest.raises(SignatureError, match=f"^{NOT_VERIFIED}$"):
         pinned_adapter(vector).verify(request(changed, vector["headers"]), now)
 
 
@@ -195,15 +208,15 @@ def test_simulator_deliveries_do_not_verify_for_a_merchant_webhook_id() -> None:
     delivery = LIVE["deliveries"][0]
     adapter = live_adapter(FakeFetch({LIVE_CERT_URL: fixture(LIVE["certificate"])}), WEBHOOK_ID)
     now = epoch(delivery["headers"]["paypal-transmission-time"])
-    with pytest.raises(SignatureError, match="does not match"):
+    with pytest.raises(SignatureError, match=f"^{NOT_VERIFIED}$"):
         asyncio.run(adapter.authenticate(request(fixture(delivery["file"]), delivery["headers"]), now))
 
 
-def test_live_certificate_is_refused_once_expired() -> None:
+def test_live_certificate_is_refused_once_expired(caplog: pytest.LogCaptureFixture) -> None:
     delivery = LIVE["deliveries"][0]
     adapter = live_adapter(FakeFetch({LIVE_CERT_URL: fixture(LIVE["certificate"])}))
     headers = {**delivery["headers"], "paypal-transmission-time": "2026-09-21T14:13:20Z"}
-    with pytest.raises(SignatureError, match="not a valid PayPal message-verification certificate"):
+    with not_verified(caplog, "not a valid PayPal message-verification certificate"):
         asyncio.run(adapter.authenticate(request(fixture(delivery["file"]), headers), NOW))
 
 
@@ -377,7 +390,9 @@ def chain_adapter(chain: dict[str, Issued], fetch: FakeFetch) -> PayPalAdapter:
     return PayPalAdapter([WEBHOOK_ID], PayPalOptions(), certificates=store)
 
 
-def test_a_fetched_certificate_is_cached_until_it_expires(chain: dict[str, Issued]) -> None:
+def test_a_fetched_certificate_is_cached_until_it_expires(
+    chain: dict[str, Issued], caplog: pytest.LogCaptureFixture
+) -> None:
     fetch = FakeFetch({URL: chain["leaf"].pem + chain["intermediate"].pem})
     adapter = chain_adapter(chain, fetch)
     body = fixture("e2e_capture_completed.json")
@@ -387,7 +402,7 @@ def test_a_fetched_certificate_is_cached_until_it_expires(chain: dict[str, Issue
         await adapter.authenticate(chain_signed(chain, body, AT + 3600), AT + 3600)
         assert fetch.calls == [URL]
         expired = (START + dt.timedelta(days=31)).timestamp()
-        with pytest.raises(SignatureError, match="certificate unusable"):
+        with not_verified(caplog, "not a valid PayPal message-verification certificate"):
             await adapter.authenticate(chain_signed(chain, body, expired), expired)
         assert fetch.calls == [URL, URL]  # past notAfter the cache entry is gone and the URL fetched again
 
@@ -406,21 +421,45 @@ def test_concurrent_deliveries_fetch_a_certificate_once(chain: dict[str, Issued]
     assert fetch.calls == [URL]
 
 
-def test_a_failed_fetch_is_not_repeated_at_once(chain: dict[str, Issued]) -> None:
+def test_a_failed_fetch_is_not_repeated_at_once(chain: dict[str, Issued], caplog: pytest.LogCaptureFixture) -> None:
     fetch = FakeFetch()
     adapter = chain_adapter(chain, fetch)
     body = fixture("e2e_capture_completed.json")
-    with pytest.raises(SignatureError, match="404"):
+    with not_verified(caplog, "404"):
         asyncio.run(adapter.authenticate(chain_signed(chain, body, AT), AT))
-    with pytest.raises(SignatureError, match="failed moments ago"):
+    with not_verified(caplog, "failed moments ago"):
         asyncio.run(adapter.authenticate(chain_signed(chain, body, AT), AT))
     assert fetch.calls == [URL]
 
 
-def test_the_synchronous_check_uses_loaded_certificates_only(chain: dict[str, Issued]) -> None:
+def test_new_certificate_urls_are_fetched_a_bounded_number_of_times_per_minute(
+    chain: dict[str, Issued], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unsigned requests naming a new path on PayPal's host each cost a fetch; a minute allows a few."""
+    from providers.paypal import NEW_CERTIFICATE_URLS_PER_MINUTE
+
+    body, genuine_pem = fixture("e2e_capture_completed.json"), chain["leaf"].pem + chain["intermediate"].pem
+    fetch = FakeFetch({URL: genuine_pem})
+    adapter = chain_adapter(chain, fetch)
+    for n in range(3 * NEW_CERTIFICATE_URLS_PER_MINUTE):
+        forged = chain_signed(chain, body, AT, url=f"{URL}-{n}")
+        with not_verified(caplog, "certificate unusable"):
+            asyncio.run(adapter.authenticate(forged, AT))
+    assert len(fetch.calls) == NEW_CERTIFICATE_URLS_PER_MINUTE
+    assert "too many new certificate URLs this minute" in caplog.text
+    # the genuine URL, already cached, is not held up by the flood
+    fetch_calls = list(fetch.calls)
+    adapter.certificates.add(URL, genuine_pem, AT)
+    asyncio.run(adapter.authenticate(chain_signed(chain, body, AT), AT))
+    assert fetch.calls == fetch_calls
+
+
+def test_the_synchronous_check_uses_loaded_certificates_only(
+    chain: dict[str, Issued], caplog: pytest.LogCaptureFixture
+) -> None:
     adapter = chain_adapter(chain, FakeFetch({URL: chain["leaf"].pem + chain["intermediate"].pem}))
     delivery = chain_signed(chain, fixture("e2e_capture_completed.json"), AT)
-    with pytest.raises(SignatureError, match="not loaded"):
+    with not_verified(caplog, "not loaded"):
         adapter.verify(delivery, AT)
     asyncio.run(adapter.authenticate(delivery, AT))
     adapter.verify(delivery, AT)
@@ -481,9 +520,9 @@ def test_a_sandbox_event_is_signed_with_the_sandbox_certificate_url() -> None:
 
 def test_wrong_webhook_id_tampered_body_and_rotation() -> None:
     body = fixture("e2e_capture_completed.json")
-    with pytest.raises(SignatureError, match="paypal-transmission-sig does not match"):
+    with pytest.raises(SignatureError, match=f"^{NOT_VERIFIED}$"):
         simulated("1JE4291016473214C").verify(signed(body), NOW)
-    with pytest.raises(SignatureError, match="does not match"):
+    with pytest.raises(SignatureError, match=f"^{NOT_VERIFIED}$"):
         delivery = signed(body)
         simulated().verify(request(body + b" ", dict(delivery.headers)), NOW)
     # two webhook ids (sandbox and live, or old and new) are both accepted
@@ -514,11 +553,11 @@ def test_each_signature_header_is_required(header: str) -> None:
     ("header", "value", "message"),
     [
         ("paypal-transmission-sig", "not base64!", "malformed paypal-transmission-sig"),
-        ("paypal-transmission-sig", "AAAA", "does not match"),
+        ("paypal-transmission-sig", "AAAA", "signature not verified"),
         ("paypal-transmission-time", "yesterday", "malformed paypal-transmission-time"),
         ("paypal-auth-algo", "SHA1withRSA", "unsupported paypal-auth-algo"),
         ("paypal-cert-url", "https://evil.example/cert.pem", "not a PayPal certificate URL"),
-        ("paypal-cert-url", "https://api.paypal.com/v1/notifications/certs/CERT-other", "not loaded"),
+        ("paypal-cert-url", "https://api.paypal.com/v1/notifications/certs/CERT-other", "signature not verified"),
     ],
 )
 def test_malformed_headers_are_refused(header: str, value: str, message: str) -> None:
@@ -539,11 +578,11 @@ def test_transmission_time_tolerance() -> None:
     simulated(tolerance_seconds=3600).verify(delivery, NOW + 3000)
 
 
-def test_a_simulator_endpoint_fetches_nothing_and_accepts_only_the_simulator() -> None:
+def test_a_simulator_endpoint_fetches_nothing_and_accepts_only_the_simulator(caplog: pytest.LogCaptureFixture) -> None:
     vector = sdk_vector("P1")
     adapter = simulated(vector["webhook_id"])
     now = epoch(vector["headers"]["paypal-transmission-time"])
-    with pytest.raises(SignatureError, match="fetches none"):
+    with not_verified(caplog, "fetches none"):
         asyncio.run(adapter.authenticate(request(fixture(vector["file"]), vector["headers"]), now))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from datetime import UTC, datetime
@@ -505,3 +507,59 @@ def test_options_forbid_unknown_keys() -> None:
         RevenueCatAdapter.Options.model_validate({"key_scheme": "standard"})
     with pytest.raises(ValidationError):
         RevenueCatAdapter.Options.model_validate({"price": "eur"})
+
+
+# --- the optional HMAC signature ----------------------------------------------------------------------------
+# Format as implemented by public integrations (tests/fixtures/revenuecat/SOURCES.md, "Signed webhooks"):
+# X-RevenueCat-Webhook-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">.
+
+SIGNING_SECRET = "rcwh_sign_5e884898da28047151d0e56f8dc6292773603d0d"
+
+
+def signature_header(body: bytes, secret: str = SIGNING_SECRET, timestamp: int = int(NOW)) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def signed_request(body: bytes, signature: str | None) -> WebhookRequest:
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    if signature is not None:
+        headers["x-revenuecat-webhook-signature"] = signature
+    return WebhookRequest(method="POST", path="/webhooks/x", headers=headers, body=body)
+
+
+def test_with_a_signing_secret_the_body_signature_is_verified() -> None:
+    body = fixture("initial_purchase.json")
+    signing = adapter(signing_secret=SIGNING_SECRET)
+    signing.verify(signed_request(body, signature_header(body)), NOW)
+    assert signing.sign(body, TOKEN, NOW).headers["x-revenuecat-webhook-signature"] == signature_header(body)
+    with pytest.raises(SignatureError, match="missing x-revenuecat-webhook-signature"):
+        signing.verify(signed_request(body, None), NOW)
+    # the Authorization value alone no longer authenticates: the body is what an attacker would change
+    with pytest.raises(SignatureError, match="does not match"):
+        signing.verify(signed_request(body.replace(b"4.99", b"499.0"), signature_header(body)), NOW)
+    with pytest.raises(SignatureError, match="does not match"):
+        signing.verify(signed_request(body, signature_header(body, secret="someone-elses-secret")), NOW)
+    with pytest.raises(SignatureError, match="timestamp outside tolerance"):
+        signing.verify(signed_request(body, signature_header(body, timestamp=int(NOW) - 301)), NOW)
+    with pytest.raises(SignatureError, match="malformed"):
+        signing.verify(signed_request(body, "v1=" + "0" * 64), NOW)
+    # and the static header is still checked first
+    with pytest.raises(SignatureError, match="Authorization header does not match"):
+        adapter("another-authorization-value", signing_secret=SIGNING_SECRET).verify(
+            signed_request(body, signature_header(body)), NOW
+        )
+
+
+def test_signature_rotation_accepts_either_secret_and_either_entry() -> None:
+    body = fixture("renewal.json")
+    old, new = signature_header(body, "old-signing-secret-0123"), signature_header(body)
+    both = f"{new},v1={old.split('v1=')[1]}"
+    adapter(signing_secret=SIGNING_SECRET).verify(signed_request(body, both), NOW)
+    adapter(signing_secret=["old-signing-secret-0123", SIGNING_SECRET]).verify(signed_request(body, old), NOW)
+
+
+def test_without_a_signing_secret_the_authorization_value_is_enough() -> None:
+    body = fixture("initial_purchase.json")
+    adapter().verify(signed_request(body, None), NOW)
+    adapter(signing_secret="").verify(signed_request(body, None), NOW)

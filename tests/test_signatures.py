@@ -6,7 +6,7 @@ import time
 import pytest
 import standardwebhooks
 
-from providers.base import SignatureError
+from providers.base import SignatureError, WebhookRequest
 from providers.signatures import (
     sign_hmac,
     sign_standard_webhook,
@@ -120,3 +120,88 @@ def _dt(ts: int):  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, tz=UTC)
+
+
+# --- bounded work: a header of thousands of entries costs what a header of one does ----------------------
+
+FLOOD = 5000
+
+
+def _junk_b64(n: int) -> str:
+    return base64.b64encode(n.to_bytes(32, "big")).decode()
+
+
+def _count_hmacs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import providers.signatures as signatures
+
+    calls: list[int] = []
+    real = signatures.hmac_digest
+
+    def counted(key: bytes, message: bytes, algorithm: signatures.Algorithm = "sha256") -> bytes:
+        calls.append(len(message))
+        return real(key, message, algorithm)
+
+    monkeypatch.setattr(signatures, "hmac_digest", counted)
+    return calls
+
+
+def _standard_flood(genuine: str, at: int) -> str:
+    entries = [f"v1,{_junk_b64(i)}" for i in range(FLOOD)]
+    entries.insert(at, genuine)
+    return " ".join(entries)
+
+
+@pytest.mark.parametrize("provider", ["standardwebhooks", "polar", "dodopayments", "whop"])
+def test_standard_webhooks_flood_costs_one_hmac_per_key(provider: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fuzz_kit import NOW, subject
+
+    case = subject(provider)
+    genuine = case.headers["webhook-signature"]
+    calls = _count_hmacs(monkeypatch)
+    case.adapter.verify(case.request(), NOW)
+    one_entry = len(calls)
+    calls.clear()
+    flooded = {**case.headers, "webhook-signature": _standard_flood(genuine, FLOOD)}
+    with pytest.raises(SignatureError, match="does not match"):
+        case.adapter.verify(case.request(headers=flooded), NOW)
+    # one HMAC per key (Polar's auto scheme derives two keys from one secret), not one per entry
+    assert 0 < len(calls) <= max(one_entry, 2)
+
+
+def test_only_the_first_sixteen_entries_are_considered() -> None:
+    from providers.signatures import MAX_SIGNATURE_ENTRIES
+
+    key = standard_webhook_key(SW_SECRET)
+    headers = {"webhook-id": SW_ID, "webhook-timestamp": str(SW_TS)}
+    in_reach = {**headers, "webhook-signature": _standard_flood(SW_SIGNATURE, MAX_SIGNATURE_ENTRIES - 1)}
+    verify_standard_webhook([key], in_reach, SW_BODY, SW_TS)
+    # entries that do not decode count towards the cap too: otherwise junk would buy unbounded parsing
+    past_junk = {**headers, "webhook-signature": "v1,!! " * MAX_SIGNATURE_ENTRIES + SW_SIGNATURE}
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_standard_webhook([key], past_junk, SW_BODY, SW_TS)
+    out_of_reach = {**headers, "webhook-signature": _standard_flood(SW_SIGNATURE, MAX_SIGNATURE_ENTRIES)}
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_standard_webhook([key], out_of_reach, SW_BODY, SW_TS)
+
+
+def test_whop_legacy_and_mollie_floods_cost_one_hmac_per_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from providers.mollie import MollieAdapter, MollieOptions
+    from providers.whop import LEGACY_HEADER, WhopAdapter, WhopOptions
+
+    calls = _count_hmacs(monkeypatch)
+    whop = WhopAdapter(["ws_" + "ab" * 32], WhopOptions(scheme="legacy"))
+    now = 1_735_689_600
+    legacy = f"t={now}," + ",".join(f"v1={i:064x}" for i in range(FLOOD))
+    request = WebhookRequest("POST", "/webhooks/whop", {LEGACY_HEADER: legacy}, b"{}")
+    with pytest.raises(SignatureError, match="does not match"):
+        whop.verify(request, now)
+    assert len(calls) == 1
+
+    calls.clear()
+    mollie = MollieAdapter(["t" * 32], MollieOptions(api_key="test_" + "x" * 30, signing_secret="s" * 32))
+    header = ",".join(f"sha256={i:064x}" for i in range(FLOOD))
+    event = b'{"resource":"event","id":"event_1","type":"payment-link.paid"}'
+    request = WebhookRequest("POST", "/webhooks/m", {"x-mollie-signature": header}, event, f"token={'t' * 32}")
+    with pytest.raises(SignatureError, match="does not match"):
+        mollie.verify(request, now)
+    assert len(calls) == 1

@@ -471,3 +471,29 @@ def test_overview_counts_queue_and_day_rows(engine: StoreFactory) -> None:
         ]
 
     run(_with_store(engine, body))
+
+
+def test_a_new_sqlite_store_is_private_to_its_user(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    path = shared / "new" / "deeper" / "bridge.db"
+    previous = os.umask(0o022)
+    try:
+        store = SQLiteStore(str(path))
+        asyncio.run(store.open())
+        store.run_sync(lambda tx: tx.insert_call("shop", "d1", 1.0, "POST", "/", "", {}, b"{}"))
+        asyncio.run(store.close())
+    finally:
+        os.umask(previous)
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert mode(path) == 0o600
+    assert all(mode(f) == 0o600 for f in shared.glob("new/deeper/bridge.db*"))
+    assert mode(path.parent) == 0o700 and mode(path.parent.parent) == 0o700
+    # a directory the operator made is theirs to set
+    assert mode(shared) == 0o755

@@ -148,6 +148,28 @@ def path_from_url(url: str) -> str:
     return rest or ":memory:"
 
 
+def create_private(path: Path) -> None:
+    """Create the store file 0600 (and the directories the bridge makes for it 0700) if it is new.
+
+    It holds raw bodies with buyers' personal data; SQLite gives its -wal and -shm files the
+    database file's mode. Files and directories that already exist are left as the operator set them.
+    """
+    create_private_directories(path.parent)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return
+    path.chmod(0o600)
+
+
+def create_private_directories(directory: Path) -> None:
+    """Create `directory` and any missing parents 0700; those that exist are left alone."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+        created.chmod(0o700)
+
+
 class SQLiteStore:
     # exactly one process writes a SQLite store, so a new process may void every lease it finds
     single_process = True
@@ -166,7 +188,7 @@ class SQLiteStore:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(Path(self.path))
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()
         await asyncio.get_running_loop().run_in_executor(None, self._opened.wait)
@@ -178,7 +200,7 @@ class SQLiteStore:
         however it dies, so a crashed owner never blocks its successor and two owners never overlap."""
         if self.path == ":memory:" or self._owner_lock is not None:
             return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        create_private_directories(Path(self.path).parent)
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -243,7 +265,7 @@ class SQLiteStore:
 
         def apply() -> list[int]:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                create_private(Path(self.path))
             conn = sqlite3.connect(self.path, isolation_level=None)
             try:
                 return self.migrate(conn)
