@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from bridge import memory
 from bridge.config import Endpoint
 from bridge.events import DisputeState, EventKind, NormalizedEvent
 from bridge.mapping import resolve_customer_key
@@ -49,6 +50,7 @@ class _Plan:
     customer_key: str | None = None
     duplicate_of: int | None = None
     ops: list[NewOperation] = field(default_factory=list)
+    warning: str | None = None
 
 
 def record_events(
@@ -71,6 +73,7 @@ def record_events(
                 status=plan.status,
                 reason=plan.reason,
                 operation_id=plan.duplicate_of,
+                warning=plan.warning,
             ),
             now,
         )
@@ -118,15 +121,19 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         # a free order earns nothing, and Partnero has no meaning for a negative sale
         return _Plan(EventStatus.SKIPPED, f"sale amount {event.amount} is not positive")
     scope = endpoint.partnero.scope
-    customer_key = resolve_customer_key(
-        event, endpoint.settings.customer_key, lambda email: tx.customer_key_by_email(scope, email)
-    )
+    customer_key = sale_customer_key(tx, endpoint, event)
     if customer_key is None:
         tried = ", ".join(endpoint.settings.customer_key)
         return _Plan(EventStatus.SKIPPED, f"no customer key (tried {tried})")
+    warning = memory.learn(
+        tx, scope, endpoint.provider, event.customer, customer_key, event.occurred_at, endpoint.name, now
+    )
     if payment is not None and payment.sale_request is not None:
         first = tx.get_operation(scope, f"{CREATE}:{event.transaction_key}")
-        return _Plan(EventStatus.DUPLICATE, "same payment already recorded", customer_key, first.id if first else None)
+        duplicate_of = first.id if first else None
+        return _Plan(
+            EventStatus.DUPLICATE, "same payment already recorded", customer_key, duplicate_of, warning=warning
+        )
     request: dict[str, Any] = {
         "customer": {"key": customer_key},
         "key": event.transaction_key,
@@ -139,7 +146,7 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
     if event.product_type:
         request["product_type"] = event.product_type
     sent_request = _with_customer_creation(tx, endpoint, event, customer_key, request, now)
-    plan = _Plan(EventStatus.QUEUED, customer_key=customer_key)
+    plan = _Plan(EventStatus.QUEUED, customer_key=customer_key, warning=warning)
     op = NewOperation(
         scope,
         CREATE,
@@ -177,6 +184,12 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         )
     plan.ops.append(op)
     return plan
+
+
+def sale_customer_key(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent) -> str | None:
+    """The customer key of a sale from the endpoint's sources, the customer memory included."""
+    recall = memory.recall(tx, endpoint.partnero.scope, endpoint.provider)
+    return resolve_customer_key(event, endpoint.settings.customer_key, recall)
 
 
 def _with_customer_creation(
