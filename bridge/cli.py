@@ -75,7 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signup.add_argument("--tag", action="append", default=[], dest="tags")
     signup.add_argument("--referral-url")
 
+    from bridge import moves
+
+    moves.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in moves.COMMANDS:
+        return moves.run(args)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "serve":
