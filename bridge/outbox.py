@@ -121,7 +121,7 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         # a free order earns nothing, and Partnero has no meaning for a negative sale
         return _Plan(EventStatus.SKIPPED, f"sale amount {event.amount} is not positive")
     scope = endpoint.partnero.scope
-    customer_key = sale_customer_key(tx, endpoint, event)
+    customer_key = sale_customer_key(tx, endpoint, event, payment)
     if customer_key is None:
         tried = ", ".join(endpoint.settings.customer_key)
         return _Plan(EventStatus.SKIPPED, f"no customer key (tried {tried})")
@@ -186,8 +186,17 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
     return plan
 
 
-def sale_customer_key(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent) -> str | None:
-    """The customer key of a sale from the endpoint's sources, the customer memory included."""
+def sale_customer_key(
+    tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment | None = None
+) -> str | None:
+    """The customer key of a sale from the endpoint's sources, the customer memory included.
+
+    A payment announced again keeps the key its sale was recorded under, even when this announcement
+    carries less (a renewal without custom data, the provider's API)."""
+    if payment is not None and payment.sale_request is not None:
+        recorded = payment.sale_request.get("customer", {}).get("key")
+        if recorded:
+            return str(recorded)
     recall = memory.recall(tx, endpoint.partnero.scope, endpoint.provider)
     return resolve_customer_key(event, endpoint.settings.customer_key, recall)
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict
 
 from bridge.events import NormalizedEvent
+
+if TYPE_CHECKING:
+    from providers._api import HistoryWindow, PaymentRecord
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,16 @@ class ProviderAdapter:
 
     async def aclose(self) -> None:
         """Release what the adapter opened (HTTP clients); called once at shutdown."""
+
+    async def list_payments(self, window: HistoryWindow) -> list[PaymentRecord]:
+        """The payments made in `window` as the provider's API describes them now (refunds included),
+        each with the events this adapter's parsing makes of it, for backfill and reconcile.
+
+        Providers without a payment-listing API keep this default; `providers._api` has the client.
+        """
+        from providers._api import HistoryUnavailable
+
+        raise HistoryUnavailable(f"{self.name}: backfill and reconcile are not available for this provider")
 
     def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
         """The headers or query a genuine provider would send with `body` (the inverse of `verify`)."""

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
+from providers._api import ApiOptions, HistoryWindow, PaymentRecord
 from providers._payload import load_json_object
 from providers.base import (
     AdapterOptions,
@@ -54,11 +55,13 @@ Json = Mapping[str, Any]
 Handler = Callable[[str, Json, Json], NormalizedEvent]
 
 
-class LemonSqueezyOptions(AdapterOptions):
+class LemonSqueezyOptions(ApiOptions):
     """`amount_field`: `total` (default) includes the tax Lemon Squeezy collects as merchant of record;
-    `subtotal` pays commission on the pre-tax amount after discounts (`subtotal - discount_total`)."""
+    `subtotal` pays commission on the pre-tax amount after discounts (`subtotal - discount_total`).
+    `api_key` (and `store_id` when the key sees several stores) lets backfill and reconcile read the API."""
 
     amount_field: Literal["total", "subtotal"] = "total"
+    store_id: int | None = None
 
 
 class LemonSqueezyAdapter(ProviderAdapter):
@@ -86,6 +89,12 @@ class LemonSqueezyAdapter(ProviderAdapter):
             "subscription_payment_success": self._invoice_paid,
             "subscription_payment_refunded": self._invoice_refunded,
         }
+
+    async def list_payments(self, window: HistoryWindow) -> list[PaymentRecord]:
+        from providers import lemonsqueezy_api
+
+        settings = self.options if isinstance(self.options, ApiOptions) else LemonSqueezyOptions()
+        return await lemonsqueezy_api.list_payments(self, settings, window)
 
     # --- signature ---------------------------------------------------------------------------------
 

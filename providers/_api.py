@@ -1,0 +1,186 @@
+"""Reading a provider's API for past payments: options, a paced and bounded HTTP client, the records.
+
+Backfill and reconcile ask the provider's API for the payments of a time window (`list_payments` on an
+adapter). Every request counts against the run's budget (reconcile in the worker is bounded), requests
+are spaced to stay under the provider's published rate limit, a 429 is waited out when its Retry-After
+is short and ends the run otherwise, and transient failures are retried a few times. The API key is an
+endpoint setting (`api_key: ${LEMONSQUEEZY_API_KEY}`); it never appears in an error or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from pydantic import Field, SecretStr
+
+from bridge.events import NormalizedEvent
+from providers.base import AdapterOptions
+
+MAX_RETRY_AFTER_WAIT = 60.0  # seconds a run waits out a 429 before it stops and says so
+TRANSIENT_RETRIES = 3
+
+
+class ApiOptions(AdapterOptions):
+    """Endpoint settings of a provider whose API lists payments (for backfill and reconcile)."""
+
+    api_key: SecretStr | None = None
+    # the provider's API root; tests point it at a loopback server
+    api_base_url: str | None = None
+    api_timeout_seconds: float = Field(default=15.0, gt=0)
+    # requests per second toward the provider's API; below every provider's published limit by default
+    api_requests_per_second: float = Field(default=2.0, gt=0)
+
+
+class HistoryUnavailable(Exception):
+    """This endpoint cannot list past payments (no API support, or no `api_key`); says which."""
+
+
+class ApiError(Exception):
+    """The provider's API refused the request for good (a wrong key, a bad filter); the run stops."""
+
+
+class ApiRateLimited(Exception):
+    """The provider's API asked to wait longer than a run waits; the run stops with what it has."""
+
+
+class ApiBudgetSpent(Exception):
+    """The run used the API requests it was allowed; it stops with what it has."""
+
+
+@dataclass
+class HistoryWindow:
+    """What one backfill or reconcile run asks for: payments made in [since, until)."""
+
+    since: datetime
+    until: datetime
+    max_requests: int | None = None
+    on_page: Callable[[int], object] | None = None  # told how many objects each page brought
+    requests: int = 0
+
+    def contains(self, moment: datetime | None) -> bool:
+        return moment is not None and self.since <= moment < self.until
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """One payment as the provider's API describes it now, and what it means as normalized events
+    (its sale, then its refunds), produced by the adapter's own parsing rules."""
+
+    source: str  # `<object type>/<id>` at the provider, for the operator
+    occurred_at: datetime | None
+    api_object: Mapping[str, Any]
+    events: list[NormalizedEvent] = field(default_factory=list)
+
+
+class ApiClient:
+    """GET requests to one provider's API for one run: paced, counted, retried, errors made plain."""
+
+    def __init__(
+        self,
+        provider: str,
+        options: ApiOptions,
+        default_base_url: str,
+        auth_headers: Mapping[str, str],
+        window: HistoryWindow,
+    ) -> None:
+        self.provider = provider
+        self.window = window
+        self._interval = 1.0 / options.api_requests_per_second
+        self._last = 0.0
+        self._client = httpx.AsyncClient(
+            base_url=(options.api_base_url or default_base_url).rstrip("/") + "/",
+            headers={"accept": "application/json", **auth_headers},
+            timeout=options.api_timeout_seconds,
+        )
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+
+    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        """The JSON answer (numbers with a fraction as Decimal) of GET `path`, after pacing and retries."""
+        failures = 0
+        while True:
+            if self.window.max_requests is not None and self.window.requests >= self.window.max_requests:
+                raise ApiBudgetSpent(f"stopped after {self.window.requests} {self.provider} API requests (the limit)")
+            await self._pace()
+            self.window.requests += 1
+            try:
+                response = await self._client.get(path.lstrip("/"), params=dict(params or {}))
+            except httpx.HTTPError as exc:
+                failures += 1
+                if failures > TRANSIENT_RETRIES:
+                    raise ApiError(f"{self.provider} API unreachable ({type(exc).__name__})") from None
+                await asyncio.sleep(2**failures * 0.25)
+                continue
+            status = response.status_code
+            if status == 429:
+                wait = _retry_after(response.headers.get("retry-after"))
+                if wait > MAX_RETRY_AFTER_WAIT:
+                    raise ApiRateLimited(f"{self.provider} API rate limit: asked to wait {wait:.0f}s")
+                await asyncio.sleep(wait)
+                continue
+            if status >= 500:
+                failures += 1
+                if failures > TRANSIENT_RETRIES:
+                    raise ApiError(f"{self.provider} API answered {status} {TRANSIENT_RETRIES + 1} times")
+                await asyncio.sleep(2**failures * 0.25)
+                continue
+            if status in (401, 403):
+                raise ApiError(f"{self.provider} API refused the endpoint's api_key ({status})")
+            if status != 200:
+                raise ApiError(f"{self.provider} API answered {status} for {path}")
+            try:
+                return json.loads(response.content, parse_float=Decimal)
+            except (ValueError, RecursionError):
+                raise ApiError(f"{self.provider} API answered something that is not JSON for {path}") from None
+
+    async def _pace(self) -> None:
+        wait = self._last + self._interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last = time.monotonic()
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value is not None else 1.0
+    except ValueError:
+        return MAX_RETRY_AFTER_WAIT + 1  # an HTTP date or junk: not something to wait out blindly
+
+
+def api_key(provider: str, options: AdapterOptions) -> str:
+    """The endpoint's API key, or the sentence that says where to set it."""
+    key = options.api_key if isinstance(options, ApiOptions) else None
+    if key is None or not key.get_secret_value().strip():
+        raise HistoryUnavailable(f"{provider}: set the endpoint's api_key to read payments from the {provider} API")
+    return key.get_secret_value().strip()
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 string or Unix milliseconds (Creem) as an aware datetime; None when unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | Decimal):
+        return datetime.fromtimestamp(float(value) / 1000, tz=UTC)
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,236 @@
+"""Backfill and reconcile over each provider's API test server, through the ledger: never a second post."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge import backfill
+from tests.bridge_process import ROOT
+from tests.ledger_kit import LedgerBridge, fixture
+from tests.partnero_server import PartneroServer
+from tests.provider_api_server import API_KEY, ProviderApiServer
+
+SINCE = datetime(2026, 1, 1, tzinfo=UTC)
+UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
+LS_KEYS = ["metadata.user_id", "known:customer_id", "known:email", "email"]
+
+
+def ls_order(order_id: str, email: str, day: str, status: str = "paid", refunded: int = 0, **extra: Any) -> Any:
+    # tests/fixtures/lemonsqueezy/api_order.json (SOURCES.md there); id, email, date and refund edited
+    order = fixture("lemonsqueezy", "api_order.json")
+    order["id"] = order_id
+    attributes = order["attributes"]
+    attributes.update(user_email=email, created_at=f"{day}T10:00:00.000000Z", status=status, **extra)
+    attributes.update(refunded_amount=refunded, refunded=status == "refunded")
+    return order
+
+
+def ls_invoice(invoice_id: str, email: str, day: str, reason: str = "renewal") -> Any:
+    # tests/fixtures/lemonsqueezy/api_subscription_invoice.json (SOURCES.md there)
+    invoice = fixture("lemonsqueezy", "api_subscription_invoice.json")
+    invoice["id"] = invoice_id
+    invoice["attributes"].update(user_email=email, created_at=f"{day}T10:00:00.000000Z", billing_reason=reason)
+    return invoice
+
+
+def as_webhook(event: str, order: Any, custom: dict[str, str]) -> bytes:
+    meta = {"event_name": event, "custom_data": custom, "test_mode": False}
+    return json.dumps({"meta": meta, "data": order}).encode()
+
+
+@pytest.fixture
+def lemon_api() -> Iterator[ProviderApiServer]:
+    with ProviderApiServer("lemonsqueezy") as server:
+        yield server
+
+
+def ls_bridge(tmp_path: Path, partnero: PartneroServer, api: ProviderApiServer, **endpoint: Any) -> LedgerBridge:
+    partnero.unknown_customer = "accept"
+    settings = {
+        "provider": "lemonsqueezy",
+        "secret": "s" * 16,
+        "customer_key": LS_KEYS,
+        "api_key": API_KEY,
+        "api_base_url": f"{api.url}/v1",
+        "api_requests_per_second": 1000,
+        **endpoint,
+    }
+    return LedgerBridge(f"sqlite:///{tmp_path}/bridge.db", partnero, {"lemon": settings})
+
+
+def run(bridge: LedgerBridge, dry_run: bool = False, **kwargs: Any) -> backfill.Summary:
+    endpoint = bridge.config.endpoints["lemon"]
+    summary: backfill.Summary = bridge.run(
+        backfill.run(bridge.config, bridge.store, endpoint, SINCE, UNTIL, dry_run=dry_run, **kwargs)
+    )
+    return summary
+
+
+def test_lemon_squeezy_backfill_delivers_what_webhooks_missed_once(
+    tmp_path: Path, partnero: PartneroServer, lemon_api: ProviderApiServer
+) -> None:
+    with ls_bridge(tmp_path, partnero, lemon_api) as bridge:
+        # the webhook of the first order arrived, with the merchant's key in its custom data
+        first = ls_order("11", "ada@example.com", "2026-02-01")
+        bridge.receive("lemon", as_webhook("order_created", first, {"user_id": "U-ada"}))
+        bridge.drain()
+        lemon_api.add("/v1/orders", first)
+        # these never came as webhooks: a second order, a renewal, a refunded order, a failed one
+        lemon_api.add("/v1/orders", ls_order("12", "ada@example.com", "2026-03-01"))
+        lemon_api.add("/v1/orders", ls_order("13", "bo@example.com", "2026-03-02", status="refunded", refunded=5899))
+        lemon_api.add("/v1/orders", ls_order("14", "cy@example.com", "2026-03-03", status="failed"))
+        lemon_api.add("/v1/orders", ls_order("10", "old@example.com", "2025-12-01"))  # before --since
+        lemon_api.add("/v1/subscription-invoices", ls_invoice("21", "ada@example.com", "2026-04-01"))
+        lemon_api.add("/v1/subscription-invoices", ls_invoice("20", "ada@example.com", "2026-02-01", "initial"))
+
+        dry = run(bridge, dry_run=True)
+        new = ["lemonsqueezy:order:12 (sale)", "lemonsqueezy:invoice:21 (sale)"]
+        assert (dry.seen, dry.known, dry.new) == (6, 1, new)
+        assert len(bridge.events()) == 1  # a dry run records nothing
+
+        summary = run(bridge)
+        assert (summary.seen, summary.known, summary.new) == (6, 1, new)
+        # sold and refunded before the bridge heard of it: recorded, and nothing to send
+        assert summary.skipped == {"superseded before it was sent": 1}
+        assert summary.ignored == {
+            "order status is failed, not paid": 1,
+            "first subscription payment: counted by order_created under the order key": 1,
+        }
+        bridge.drain()
+        # the missed payments are booked to the key the webhook taught the memory; the refunded
+        # order was cancelled before it was ever sent, and nothing was posted twice
+        assert {t.key: t.customer_key for t in partnero.live_transactions()} == {
+            "lemonsqueezy:order:11": "U-ada",
+            "lemonsqueezy:order:12": "U-ada",
+            "lemonsqueezy:invoice:21": "U-ada",
+        }
+        assert len(partnero.transactions) == 3
+
+        again = run(bridge)
+        assert (again.seen, again.known, again.new) == (6, 4, [])
+        bridge.drain()
+        assert len(partnero.transactions) == 3
+        # the webhook that finally arrives for a backfilled payment is a duplicate
+        bridge.receive("lemon", as_webhook("order_created", ls_order("12", "ada@example.com", "2026-03-01"), {}))
+        bridge.drain()
+        assert bridge.events()[-1].status == "duplicate"
+        assert len(partnero.transactions) == 3
+
+
+def test_a_known_payment_still_teaches_the_memory(
+    tmp_path: Path, partnero: PartneroServer, lemon_api: ProviderApiServer
+) -> None:
+    with ls_bridge(tmp_path, partnero, lemon_api, customer_key=["metadata.user_id", "known:customer_id"]) as bridge:
+        order = ls_order("31", "dee@example.com", "2026-05-01", customer_id=777)
+        bridge.receive("lemon", as_webhook("order_created", order, {"user_id": "U-dee"}))
+        bridge.drain()
+        scope = bridge.config.endpoints["lemon"].partnero.scope
+        # a store upgraded from before the memory: what the sale taught is not there yet
+        bridge.tx(lambda tx: tx._x("DELETE FROM customer_memory"))  # type: ignore[attr-defined]
+        lemon_api.add("/v1/orders", order)
+        summary = run(bridge)
+        assert (summary.known, summary.new) == (1, [])
+        found = bridge.tx(lambda tx: tx.recall(scope, "customer_id:lemonsqueezy", "777"))
+        assert found is not None and found.customer_key == "U-dee"
+        assert len(bridge.events()) == 1  # known payments leave no event behind
+
+
+def test_pages_are_read_newest_first_and_the_run_is_bounded(
+    tmp_path: Path, partnero: PartneroServer, lemon_api: ProviderApiServer
+) -> None:
+    for n in range(230):
+        lemon_api.add("/v1/orders", ls_order(str(1000 + n), f"b{n}@example.com", f"2026-0{1 + n % 9}-1{n % 10}"))
+    with ls_bridge(tmp_path, partnero, lemon_api) as bridge:
+        summary = run(bridge, dry_run=True)
+        assert summary.seen == 230 and summary.stopped is None
+        order_pages = [r for r in lemon_api.requests if r.path == "/v1/orders"]
+        assert [r.query["page[number]"] for r in order_pages] == ["1", "2", "3"]
+        assert {r.query["page[size]"] for r in order_pages} == {"100"}
+        bounded = run(bridge, max_requests=2)
+        assert bounded.api_requests == 2 and bounded.seen == 0
+        assert bounded.stopped == "stopped after 2 Lemon Squeezy API requests (the limit)"
+
+
+def test_rate_limits_are_waited_out_or_end_the_run(
+    tmp_path: Path, partnero: PartneroServer, lemon_api: ProviderApiServer
+) -> None:
+    lemon_api.add("/v1/orders", ls_order("41", "e@example.com", "2026-06-01"))
+    with ls_bridge(tmp_path, partnero, lemon_api) as bridge:
+        lemon_api.fail_next(1, 429, retry_after="1")
+        waited = run(bridge, dry_run=True)
+        assert waited.stopped is None and waited.seen == 1
+        assert [r.status for r in lemon_api.requests][:2] == [429, 200]
+        lemon_api.fail_next(1, 429, retry_after="3600")
+        stopped = run(bridge, dry_run=True)
+        assert stopped.stopped == "Lemon Squeezy API rate limit: asked to wait 3600s"
+        lemon_api.fail_next(2, 503)
+        recovered = run(bridge, dry_run=True)
+        assert recovered.stopped is None and recovered.seen == 1
+
+
+def test_a_wrong_key_or_no_key_says_so(tmp_path: Path, partnero: PartneroServer, lemon_api: ProviderApiServer) -> None:
+    with ls_bridge(tmp_path, partnero, lemon_api, api_key="wrong-key") as bridge:
+        assert run(bridge).stopped == "Lemon Squeezy API refused the endpoint's api_key (401)"
+    with ls_bridge(tmp_path, partnero, lemon_api, api_key=None) as bridge, pytest.raises(backfill.HistoryUnavailable):
+        run(bridge)
+    endpoints = {"g": {"provider": "gumroad", "secret": "s" * 16}}
+    with LedgerBridge(f"sqlite:///{tmp_path}/g.db", partnero, endpoints) as bridge:
+        endpoint = bridge.config.endpoints["g"]
+        with pytest.raises(backfill.HistoryUnavailable, match="not available for this provider"):
+            asyncio.run(backfill.run(bridge.config, bridge.store, endpoint, SINCE, UNTIL))
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args, "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_commands_print_a_summary(tmp_path: Path, partnero: PartneroServer, lemon_api: ProviderApiServer) -> None:
+    lemon_api.add("/v1/orders", ls_order("51", "f@example.com", "2026-07-01"))
+    config = tmp_path / "config.yaml"
+    endpoint = {
+        "provider": "lemonsqueezy",
+        "secret": "s" * 16,
+        "customer_key": ["email"],
+        "api_key": "${LS_API_KEY}",
+        "api_base_url": f"{lemon_api.url}/v1",
+    }
+    raw = {
+        "store": f"sqlite:///{tmp_path}/cli.db",
+        "partnero": {"api_key": partnero.api_key, "base_url": partnero.url},
+        "endpoints": {"lemon": endpoint},
+    }
+    config.write_text(yaml.safe_dump(raw))
+    import os
+
+    os.environ["LS_API_KEY"] = API_KEY
+    try:
+        reconciled = _cli(config, "reconcile", "lemon", "--since", "2026-06-01")
+        assert reconciled.returncode == 0, reconciled.stderr
+        assert "missed by the webhooks: lemonsqueezy:order:51 (sale)" in reconciled.stdout
+        assert "seen 1, already known 0, new 1" in reconciled.stdout
+        assert "nothing recorded (--apply to queue them)" in reconciled.stdout
+        applied = _cli(config, "backfill", "lemon", "--since", "2026-06-01", "--until", "2026-08-01")
+        assert "queued 1; a running bridge delivers them" in applied.stdout, applied.stderr
+        assert API_KEY not in applied.stdout + applied.stderr
+        again = _cli(config, "reconcile", "lemon", "--since", "2026-06-01", "--apply")
+        assert "seen 1, already known 1, new 0" in again.stdout
+        unknown = _cli(config, "backfill", "nope", "--since", "7d")
+        assert unknown.returncode == 2 and "no endpoint 'nope'" in unknown.stderr
+    finally:
+        del os.environ["LS_API_KEY"]
