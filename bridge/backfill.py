@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from bridge import memory
 from bridge.config import Config, Endpoint
@@ -169,13 +169,4 @@ def _count(summary: Summary, record: PaymentRecord, outcome: Outcome) -> None:
         summary.ignored[next((reason for _, reason, _ in events if reason), "nothing to record")] += 1
 
 
-def parse_duration(text: str) -> timedelta:
-    """`90m`, `1h`, `7d`, `2w` (also `45s`) as a timedelta; ValueError with the value otherwise."""
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    value = text.strip()
-    if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit() or int(value[:-1]) <= 0:
-        raise ValueError(f"{text!r} is not a duration (use 90m, 1h, 7d)")
-    return timedelta(**{units[value[-1]]: int(value[:-1])})
-
-
-__all__ = ["HistoryUnavailable", "Summary", "parse_duration", "run"]
+__all__ = ["HistoryUnavailable", "Summary", "run"]

@@ -145,6 +145,7 @@ class Worker:
         if self.store.single_process:
             # one SQLite process owns the store: leases of a killed predecessor are void
             await self.store.run(lambda tx: tx.release_leases(None))
+        reconciling = self._start_reconciler(stopping)
         while not stopping.is_set():
             try:
                 busy = await self.step()
@@ -157,6 +158,16 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), self.config.delivery.poll_interval_seconds)
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self.config.delivery.timeout_seconds + 1)
+        if reconciling is not None:
+            reconciling.cancel()
+            await asyncio.gather(reconciling, return_exceptions=True)
+
+    def _start_reconciler(self, stopping: asyncio.Event) -> asyncio.Task[None] | None:
+        """Scheduled reconcile (`reconcile_every`) beside the delivery loop, for the endpoints that ask."""
+        from bridge.reconciler import Reconciler
+
+        reconciler = Reconciler(self.config, self.store, self.clock)
+        return asyncio.create_task(reconciler.run(stopping)) if reconciler.endpoints else None
 
     async def step(self) -> bool:
         """One round: parse what arrived, start what is due. True when it found work."""

@@ -184,3 +184,47 @@ def parse_time(value: Any) -> datetime | None:
 
 def iso_z(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ListShape:
+    """How one provider's list endpoint pages: the query of page n, where the items are, when to stop."""
+
+    params: Callable[[int], dict[str, str | int]]
+    items: Callable[[Any], list[Any]]
+    more: Callable[[Any, int, int], bool]  # (answer, page number, items on it) -> is there a next page
+    created_at: Callable[[Mapping[str, Any]], datetime | None]
+    first_page: int = 1
+    newest_first: bool = True  # items older than the window mean the rest is older still
+
+
+async def list_window(client: ApiClient, path: str, shape: ListShape) -> list[Mapping[str, Any]]:
+    """Every object of `path` created inside the client's window, page by page, within its budget."""
+    window = client.window
+    found: list[Mapping[str, Any]] = []
+    page = shape.first_page
+    while True:
+        answer = await client.get(path, shape.params(page))
+        items = [item for item in shape.items(answer) if isinstance(item, Mapping)]
+        if window.on_page is not None:
+            window.on_page(len(items))
+        older = False
+        for item in items:
+            created = shape.created_at(item)
+            if window.contains(created):
+                found.append(item)
+            elif created is not None and created < window.since and shape.newest_first:
+                older = True
+        if older or not items or not shape.more(answer, page, len(items)):
+            return found
+        page += 1
+
+
+def webhook_events(adapter: Any, envelope: Mapping[str, Any]) -> list[NormalizedEvent]:
+    """The events the adapter makes of the webhook that would announce this API object: its own rules,
+    so the same transaction keys and amounts as a delivered webhook."""
+    from providers.base import WebhookRequest
+
+    body = json.dumps(envelope, default=str).encode()
+    events: list[NormalizedEvent] = adapter.parse(WebhookRequest("GET", "/api", {}, body))
+    return events

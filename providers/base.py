@@ -8,6 +8,7 @@ stored call, so a parser bug never loses a webhook: the call is kept and can be 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -152,11 +153,19 @@ class ProviderAdapter:
         """The payments made in `window` as the provider's API describes them now (refunds included),
         each with the events this adapter's parsing makes of it, for backfill and reconcile.
 
-        Providers without a payment-listing API keep this default; `providers._api` has the client.
+        The client lives beside the adapter, in `providers/<name>_api.py` (its `list_payments`), with the
+        shared machinery in `providers._api`; a provider without such a module has no backfill.
         """
         from providers._api import HistoryUnavailable
 
-        raise HistoryUnavailable(f"{self.name}: backfill and reconcile are not available for this provider")
+        try:
+            client = importlib.import_module(f"providers.{self.name}_api")
+        except ModuleNotFoundError:
+            raise HistoryUnavailable(
+                f"{self.name}: backfill and reconcile are not available for this provider"
+            ) from None
+        records: list[PaymentRecord] = await client.list_payments(self, self.options, window)
+        return records
 
     def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
         """The headers or query a genuine provider would send with `body` (the inverse of `verify`)."""

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
-from providers._api import ApiOptions, HistoryWindow, PaymentRecord
+from providers._api import ApiOptions
 from providers._payload import load_json_object
 from providers.base import (
     AdapterOptions,
@@ -89,12 +89,6 @@ class LemonSqueezyAdapter(ProviderAdapter):
             "subscription_payment_success": self._invoice_paid,
             "subscription_payment_refunded": self._invoice_refunded,
         }
-
-    async def list_payments(self, window: HistoryWindow) -> list[PaymentRecord]:
-        from providers import lemonsqueezy_api
-
-        settings = self.options if isinstance(self.options, ApiOptions) else LemonSqueezyOptions()
-        return await lemonsqueezy_api.list_payments(self, settings, window)
 
     # --- signature ---------------------------------------------------------------------------------
 

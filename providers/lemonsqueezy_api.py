@@ -14,13 +14,12 @@ https://docs.lemonsqueezy.com/api/subscription-invoices/list-all-subscription-in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from bridge.events import ignored
-from providers._api import ApiClient, ApiOptions, HistoryWindow, PaymentRecord, api_key, parse_time
-from providers.base import ProviderAdapter, WebhookRequest
+from providers import _api
+from providers.base import ProviderAdapter
 
 DEFAULT_BASE_URL = "https://api.lemonsqueezy.com/v1"
 PAGE_SIZE = 100
@@ -33,62 +32,55 @@ _LISTS = (
 )
 
 
-async def list_payments(adapter: ProviderAdapter, options: ApiOptions, window: HistoryWindow) -> list[PaymentRecord]:
-    key = api_key("lemonsqueezy", options)
-    headers = {"authorization": f"Bearer {key}", "accept": "application/vnd.api+json"}
-    store_id = getattr(options, "store_id", None)
-    records: list[PaymentRecord] = []
-    async with ApiClient("Lemon Squeezy", options, DEFAULT_BASE_URL, headers, window) as client:
-        for path, label, paid_event, refund_event in _LISTS:
-            page = 1
-            while True:
-                params: dict[str, str | int] = {"page[number]": page, "page[size]": PAGE_SIZE}
-                if store_id is not None:
-                    params["filter[store_id]"] = store_id
-                answer = await client.get(path, params)
-                items = [item for item in answer.get("data") or [] if isinstance(item, Mapping)]
-                if window.on_page is not None:
-                    window.on_page(len(items))
-                older = False
-                for item in items:
-                    found = item.get("attributes")
-                    attributes: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-                    created = parse_time(attributes.get("created_at"))
-                    if created is not None and created < window.since:
-                        older = True  # newest first: everything after this is older still
-                        continue
-                    if window.contains(created):
-                        records.append(_record(adapter, item, attributes, label, (paid_event, refund_event)))
-                last_page = ((answer.get("meta") or {}).get("page") or {}).get("lastPage") or page
-                if older or not items or page >= int(last_page):
-                    break
-                page += 1
+def _attributes(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    found = item.get("attributes")
+    return found if isinstance(found, Mapping) else {}
+
+
+def _shape(store_id: int | None) -> _api.ListShape:
+    def params(page: int) -> dict[str, str | int]:
+        query: dict[str, str | int] = {"page[number]": page, "page[size]": PAGE_SIZE}
+        if store_id is not None:
+            query["filter[store_id]"] = store_id
+        return query
+
+    def more(answer: Any, page: int, count: int) -> bool:
+        last = ((answer.get("meta") or {}).get("page") or {}).get("lastPage") or page
+        return page < int(last)
+
+    return _api.ListShape(
+        params=params,
+        items=lambda answer: list(answer.get("data") or []),
+        more=more,
+        created_at=lambda item: _api.parse_time(_attributes(item).get("created_at")),
+    )
+
+
+async def list_payments(
+    adapter: ProviderAdapter, options: _api.ApiOptions, window: _api.HistoryWindow
+) -> list[_api.PaymentRecord]:
+    headers = {"authorization": f"Bearer {_api.api_key('lemonsqueezy', options)}", "accept": "application/vnd.api+json"}
+    shape = _shape(getattr(options, "store_id", None))
+    records: list[_api.PaymentRecord] = []
+    async with _api.ApiClient("Lemon Squeezy", options, DEFAULT_BASE_URL, headers, window) as client:
+        for path, label, paid, refunded in _LISTS:
+            for item in await _api.list_window(client, path, shape):
+                records.append(_record(adapter, item, label, (paid, refunded)))
     return records
 
 
 def _record(
-    adapter: ProviderAdapter,
-    item: Mapping[str, Any],
-    attributes: Mapping[str, Any],
-    label: str,
-    webhooks: tuple[str, str],
-) -> PaymentRecord:
-    source = f"{item.get('type')}/{item.get('id')}"
+    adapter: ProviderAdapter, item: Mapping[str, Any], label: str, webhooks: tuple[str, str]
+) -> _api.PaymentRecord:
+    attributes = _attributes(item)
     status = attributes.get("status")
     paid, refunded = webhooks
+    meta = {"test_mode": attributes.get("test_mode") is True}
     if status not in _PAID:
         events = [ignored(paid, f"{label} status is {status}, not paid")]
     else:
-        events = _as_webhook(adapter, paid, item, attributes)
+        events = _api.webhook_events(adapter, {"meta": {**meta, "event_name": paid}, "data": item})
         if status != "paid" or (attributes.get("refunded_amount") or 0) > 0:
-            events += _as_webhook(adapter, refunded, item, attributes)
-    return PaymentRecord(source, parse_time(attributes.get("created_at")), item, events)
-
-
-def _as_webhook(
-    adapter: ProviderAdapter, event: str, item: Mapping[str, Any], attributes: Mapping[str, Any]
-) -> list[Any]:
-    # the webhook that announces this object, read by the adapter's own rules (same keys, same amounts)
-    meta = {"event_name": event, "test_mode": attributes.get("test_mode") is True}
-    body = json.dumps({"meta": meta, "data": item}, default=str).encode()
-    return adapter.parse(WebhookRequest("GET", "/api", {}, body))
+            events += _api.webhook_events(adapter, {"meta": {**meta, "event_name": refunded}, "data": item})
+    source = f"{item.get('type')}/{item.get('id')}"
+    return _api.PaymentRecord(source, _api.parse_time(attributes.get("created_at")), item, events)

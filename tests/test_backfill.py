@@ -26,8 +26,8 @@ LS_KEYS = ["metadata.user_id", "known:customer_id", "known:email", "email"]
 
 
 def ls_order(order_id: str, email: str, day: str, status: str = "paid", refunded: int = 0, **extra: Any) -> Any:
-    # tests/fixtures/lemonsqueezy/api_order.json (SOURCES.md there); id, email, date and refund edited
-    order = fixture("lemonsqueezy", "api_order.json")
+    # tests/fixtures/lemonsqueezy/api/order.json (SOURCES.md there); id, email, date and refund edited
+    order = fixture("lemonsqueezy", "api/order.json")
     order["id"] = order_id
     attributes = order["attributes"]
     attributes.update(user_email=email, created_at=f"{day}T10:00:00.000000Z", status=status, **extra)
@@ -36,8 +36,8 @@ def ls_order(order_id: str, email: str, day: str, status: str = "paid", refunded
 
 
 def ls_invoice(invoice_id: str, email: str, day: str, reason: str = "renewal") -> Any:
-    # tests/fixtures/lemonsqueezy/api_subscription_invoice.json (SOURCES.md there)
-    invoice = fixture("lemonsqueezy", "api_subscription_invoice.json")
+    # tests/fixtures/lemonsqueezy/api/subscription_invoice.json (SOURCES.md there)
+    invoice = fixture("lemonsqueezy", "api/subscription_invoice.json")
     invoice["id"] = invoice_id
     invoice["attributes"].update(user_email=email, created_at=f"{day}T10:00:00.000000Z", billing_reason=reason)
     return invoice
@@ -234,3 +234,194 @@ def test_the_commands_print_a_summary(tmp_path: Path, partnero: PartneroServer, 
         assert unknown.returncode == 2 and "no endpoint 'nope'" in unknown.stderr
     finally:
         del os.environ["LS_API_KEY"]
+
+
+# --- the other providers: one webhook delivered, one payment missed, one sold and refunded -----------
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def polar_order(ident: str, email: str, day: str, refunded: bool = False) -> Any:
+    # tests/fixtures/polar/api/order.json (SOURCES.md there); id, buyer and date edited
+    order = fixture("polar", "api/order.json")
+    order.update(id=ident, created_at=f"{day}T09:15:20.003000Z", customer_id=f"cus-{email}")
+    order["customer"].update(email=email, id=f"cus-{email}", external_id=None)
+    order["metadata"] = {}
+    if refunded:
+        order.update(status="refunded", refunded_amount=order["net_amount"], refunded_tax_amount=order["tax_amount"])
+    return order
+
+
+def creem_transaction(ident: str, email: str, day: str, refunded: bool = False) -> Any:
+    # tests/fixtures/creem/api/transaction.json (SOURCES.md there)
+    transaction = fixture("creem", "api/transaction.json")
+    moment = datetime.fromisoformat(f"{day}T10:00:00+00:00")
+    transaction.update(id=ident, customer=f"cust-{email}", created_at=int(moment.timestamp() * 1000))
+    if refunded:
+        transaction.update(status="refunded", refunded_amount=transaction["amount_paid"])
+    return transaction
+
+
+def dodo_payment(ident: str, email: str, day: str) -> Any:
+    # tests/fixtures/dodopayments/api/payment.json (SOURCES.md there)
+    payment = fixture("dodopayments", "api/payment.json")
+    payment.update(payment_id=ident, created_at=f"{day}T05:30:31.152Z", metadata={})
+    payment["customer"].update(email=email, customer_id=f"cus-{email}")
+    return payment
+
+
+def add_polar(api: ProviderApiServer, ident: str, email: str, day: str, refunded: bool) -> None:
+    api.add("/v1/orders/", polar_order(ident, email, day, refunded))
+
+
+def add_creem(api: ProviderApiServer, ident: str, email: str, day: str, refunded: bool) -> None:
+    api.add("/v1/transactions/search", creem_transaction(ident, email, day, refunded))
+    customer = fixture("creem", "api/customer.json")  # tests/fixtures/creem/api/customer.json
+    customer.update(id=f"cust-{email}", email=email)
+    api.put("/v1/customers", f"cust-{email}", customer)
+
+
+def add_dodo(api: ProviderApiServer, ident: str, email: str, day: str, refunded: bool) -> None:
+    api.add("/payments", dodo_payment(ident, email, day))
+    if refunded:
+        refund = fixture("dodopayments", "api/refund.json")  # tests/fixtures/dodopayments/api/refund.json
+        refund.update(refund_id=f"ref-{ident}", payment_id=ident, created_at=f"{day}T23:00:00.000Z")
+        api.add("/refunds", refund)
+
+
+def polar_webhook(ident: str, email: str, day: str) -> Any:
+    return {"type": "order.paid", "timestamp": f"{day}T09:15:42Z", "data": polar_order(ident, email, day)}
+
+
+def creem_webhook(ident: str, email: str, day: str) -> Any:
+    # tests/fixtures/creem/checkout_completed.json (SOURCES.md there), transaction and buyer edited
+    body = fixture("creem", "checkout_completed.json")
+    body["object"]["order"].update(transaction=ident, customer=f"cust-{email}")
+    body["object"]["customer"].update(id=f"cust-{email}", email=email)
+    body["object"]["metadata"] = {}
+    return body
+
+
+def dodo_webhook(ident: str, email: str, day: str) -> Any:
+    # tests/fixtures/dodopayments/payment_succeeded.json (SOURCES.md there), payment and buyer edited
+    body = fixture("dodopayments", "payment_succeeded.json")
+    body["data"].update(payment_id=ident, metadata={})
+    body["data"]["customer"].update(email=email, customer_id=f"cus-{email}")
+    return body
+
+
+CASES = {
+    "polar": ("/v1", add_polar, polar_webhook, "polar:order:"),
+    "creem": ("/v1", add_creem, creem_webhook, "creem:tran:"),
+    "dodopayments": ("", add_dodo, dodo_webhook, "dodo:pay:"),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(CASES))
+def test_each_provider_backfills_what_webhooks_missed_once(
+    tmp_path: Path, partnero: PartneroServer, provider: str
+) -> None:
+    suffix, add, webhook, prefix = CASES[provider]
+    partnero.unknown_customer = "accept"
+    with ProviderApiServer(provider) as api:
+        settings = {
+            "provider": provider,
+            "secret": SECRET,
+            "customer_key": ["known:customer_id", "known:email", "email"],
+            "api_key": API_KEY,
+            "api_base_url": api.url + suffix,
+            "api_requests_per_second": 1000,
+        }
+        with LedgerBridge(f"sqlite:///{tmp_path}/b.db", partnero, {"e": settings}) as bridge:
+            bridge.receive("e", webhook("p-delivered", "ann@example.com", "2026-03-01"))
+            bridge.drain()
+            add(api, "p-delivered", "ann@example.com", "2026-03-01", False)
+            add(api, "p-missed", "ann@example.com", "2026-04-01", False)
+            add(api, "p-refunded", "ben@example.com", "2026-04-02", True)
+            endpoint = bridge.config.endpoints["e"]
+            first = bridge.run(backfill.run(bridge.config, bridge.store, endpoint, SINCE, UNTIL))
+            bridge.drain()
+            assert first.stopped is None
+            # Dodo lists the refund apart from its payment: that sale is queued, then cancelled unsent
+            assert first.known == 1 and first.new[0] == f"{prefix}p-missed (sale)"
+            assert f"{prefix}p-delivered (sale)" not in first.new
+            assert {t.key: t.customer_key for t in partnero.live_transactions()} == {
+                f"{prefix}p-delivered": "ann@example.com",
+                f"{prefix}p-missed": "ann@example.com",
+            }
+            again = bridge.run(backfill.run(bridge.config, bridge.store, endpoint, SINCE, UNTIL))
+            bridge.drain()
+            assert again.new == [] and again.known == again.seen
+            assert len(partnero.transactions) == 2
+            # the provider's API was asked with its own auth and pages
+            assert {r.status for r in api.requests} == {200}
+
+
+def test_the_worker_reconciles_on_a_schedule_bounded_and_with_a_grace(
+    tmp_path: Path, partnero: PartneroServer, lemon_api: ProviderApiServer
+) -> None:
+    from bridge.reconciler import Reconciler
+
+    now = datetime(2026, 6, 10, 12, 0, tzinfo=UTC).timestamp()
+    lemon_api.add("/v1/orders", ls_order("61", "g@example.com", "2026-06-09"))  # missed yesterday
+    lemon_api.add("/v1/orders", ls_order("62", "h@example.com", "2026-06-01"))  # outside the 3d window
+    young = ls_order("63", "i@example.com", "2026-06-10")
+    young["attributes"]["created_at"] = "2026-06-10T11:30:00.000000Z"  # its webhook may still come
+    lemon_api.add("/v1/orders", young)
+    schedule = {"reconcile_every": "1h", "reconcile_window": "3d", "reconcile_grace": "1h", "reconcile_max_requests": 5}
+    with ls_bridge(tmp_path, partnero, lemon_api, **schedule) as bridge:
+        clock = [now]
+        reconciler = Reconciler(bridge.config, bridge.store, lambda: clock[0])
+        [first] = bridge.run(reconciler.run_due())
+        assert first.new == ["lemonsqueezy:order:61 (sale)"] and first.seen == 1
+        requests = len(lemon_api.requests)
+        clock[0] += 1800
+        assert bridge.run(reconciler.run_due()) == []  # not due yet: no API request
+        assert len(lemon_api.requests) == requests
+        clock[0] += 1800
+        [second] = bridge.run(reconciler.run_due())
+        assert (second.new, second.known) == (["lemonsqueezy:order:63 (sale)"], 1)
+        assert second.api_requests <= 5
+
+    # and inside the worker, beside delivery
+    worker_schedule = {"reconcile_every": "1h", "reconcile_window": "400d", "reconcile_grace": "1s"}
+    with ls_bridge(tmp_path / "w", partnero, lemon_api, **worker_schedule) as bridge:
+
+        async def work() -> None:
+            stopping = asyncio.Event()
+            running = asyncio.create_task(bridge.worker.run(stopping))
+            for _ in range(400):
+                if len(partnero.live_transactions()) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            stopping.set()
+            bridge.worker.wake()
+            await running
+
+        partnero.reset()
+        partnero.unknown_customer = "accept"
+        bridge.run(work())
+    assert sorted(t.key for t in partnero.live_transactions()) == [f"lemonsqueezy:order:{n}" for n in (61, 62, 63)]
+
+
+def test_schedule_settings_are_durations(tmp_path: Path) -> None:
+    from bridge.config import ConfigError, parse_config
+
+    base = {"provider": "lemonsqueezy", "secret": "s" * 16}
+    config = parse_config({"endpoints": {"e": {**base, "reconcile_every": "90m"}}})
+    assert config.endpoints["e"].settings.reconcile_every == 5400.0
+    with pytest.raises(ConfigError, match="reconcile_every: '1x' is not a duration"):
+        parse_config({"endpoints": {"e": {**base, "reconcile_every": "1x"}}})
+
+
+def test_the_docs_table_says_which_providers_have_backfill() -> None:
+    import importlib.util
+    import re
+
+    from providers import registry
+
+    text = (ROOT / "docs" / "backfill.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([^|]+?) \| (yes|not yet) \|", text, re.M)}
+    with_api = {name for name in registry() if importlib.util.find_spec(f"providers.{name}_api") is not None}
+    names = {"lemonsqueezy": "Lemon Squeezy", "polar": "Polar", "creem": "Creem", "dodopayments": "Dodo Payments"}
+    assert {names.get(name, name) for name in with_api} == {name for name, has in rows.items() if has == "yes"}
