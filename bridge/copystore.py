@@ -6,7 +6,6 @@ being paid twice): stop the bridge, copy, point `store:` at the new URL, start i
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from bridge.store import open_store
@@ -46,13 +45,11 @@ def copy_store_command(source_url: str, target_url: str, replace: bool) -> int:
         finally:
             await source.close()
 
-    try:
-        result = asyncio.run(run())
-    except CopyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    from bridge.moves import run_reporting
+
+    result = run_reporting(run(), (CopyError,), bar)
+    if result is None:
         return 2
-    finally:
-        bar.close()
     width = max(len(count.table) for count in result)
     for count in result:
         verdict = "ok" if count.matches else "MISMATCH"

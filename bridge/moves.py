@@ -7,12 +7,15 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.config import Config, ConfigError, Endpoint, load_config
 
-COMMANDS = ("copy-store", "backfill", "reconcile")
+T = TypeVar("T")
+
+COMMANDS = ("copy-store", "backfill", "reconcile", "import-affiliates")
 
 
 def add_commands(commands: Any) -> None:
@@ -40,6 +43,14 @@ def add_commands(commands: Any) -> None:
     backfill.add_argument("--dry-run", action="store_true", help="say what would be recorded, record nothing")
     reconcile.add_argument("--apply", action="store_true", help="queue what the webhooks missed")
 
+    affiliates = commands.add_parser(
+        "import-affiliates", help="create a provider's own affiliates (Lemon Squeezy) as Partnero partners"
+    )
+    affiliates.add_argument("provider", metavar="PROVIDER", help="where the affiliates are (lemonsqueezy)")
+    affiliates.add_argument("--endpoint", required=True, help="an endpoint of that provider, with its api_key")
+    affiliates.add_argument("--config", default=default_config, metavar="FILE")
+    affiliates.add_argument("--dry-run", action="store_true", help="say what would be created, create nothing")
+
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "copy-store":
@@ -49,7 +60,21 @@ def run(args: argparse.Namespace) -> int:
     if args.command in ("backfill", "reconcile"):
         dry_run = args.dry_run if args.command == "backfill" else not args.apply
         return history_command(args, dry_run, list_missing=args.command == "reconcile")
+    if args.command == "import-affiliates":
+        return import_affiliates_command(args)
     raise ValueError(f"not a move command: {args.command}")
+
+
+def run_reporting(work: Coroutine[Any, Any, T], errors: tuple[type[Exception], ...], *bars: Any) -> T | None:
+    """Run a command's work; an expected error becomes one `error:` line (and None); progress bars close."""
+    try:
+        return asyncio.run(work)
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _config_and_endpoint(path: str, name: str) -> tuple[Config, Endpoint] | None:
@@ -118,14 +143,9 @@ def history_command(args: argparse.Namespace, dry_run: bool, list_missing: bool)
             await store.close()
             await endpoint.adapter.aclose()
 
-    try:
-        summary = asyncio.run(work())
-    except backfill.HistoryUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    summary = run_reporting(work(), (backfill.HistoryUnavailable,), pages, payments)
+    if summary is None:
         return 2
-    finally:
-        pages.close()
-        payments.close()
     if list_missing:
         for missed in summary.new:
             print(f"missed by the webhooks: {missed}")
@@ -137,3 +157,37 @@ def history_command(args: argparse.Namespace, dry_run: bool, list_missing: bool)
     elif summary.new:
         print(f"queued {len(summary.new)}; a running bridge delivers them within its poll interval")
     return 1 if summary.stopped else 0
+
+
+def import_affiliates_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from bridge.affiliates import HistoryUnavailable, import_affiliates
+
+    found = _config_and_endpoint(args.config, args.endpoint)
+    if found is None:
+        return 2
+    config, endpoint = found
+    if endpoint.provider != args.provider:
+        print(
+            f"error: endpoint {endpoint.name} is a {endpoint.provider} endpoint, not {args.provider}", file=sys.stderr
+        )
+        return 2
+    bar = tqdm(desc="import-affiliates", unit=" affiliates", disable=not sys.stderr.isatty())
+
+    async def work() -> Any:
+        try:
+            return await import_affiliates(config, endpoint, args.dry_run, lambda: bar.update(1))
+        finally:
+            await endpoint.adapter.aclose()
+
+    summary = run_reporting(work(), (HistoryUnavailable,), bar)
+    if summary is None:
+        return 2
+    for line in summary.lines:
+        print(line)
+    print(("dry run: " if args.dry_run else "") + summary.totals())
+    if summary.stopped:
+        print(f"error: {summary.stopped}", file=sys.stderr)
+        return 1
+    return 1 if summary.failed else 0

@@ -110,12 +110,27 @@ class PartneroClient:
 
     async def transaction_exists(self, key: str) -> bool | Outcome:
         """True/False when Partnero answered the look-up, else the outcome to retry on."""
+        items = await self._list("/transactions", {"key": key, "limit": 10})
+        if isinstance(items, Outcome):
+            return items
+        return any(i.get("key") == key and not i.get("deleted_at") for i in items)
+
+    async def find_partner(self, email: str) -> dict[str, Any] | Outcome | None:
+        """The program's partner with this email (case-insensitive), None, or the outcome of a failure."""
+        items = await self._list("/partners", {"email": email})
+        if isinstance(items, Outcome):
+            return items
+        wanted = email.strip().lower()
+        return next((i for i in items if str(i.get("email", "")).lower() == wanted), None)
+
+    async def _list(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]] | Outcome:
+        """The objects of a look-up (`data` as a list or one object; a 404 is none), else the outcome."""
         try:
-            response = await self._client.get("/transactions", params={"key": key, "limit": 10})
+            response = await self._client.get(path, params=params)
         except httpx.TransportError as exc:
             return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
         if response.status_code == 404:
-            return False
+            return []
         if not response.is_success:
             return _classify_failure(response, _message(response))
         try:
@@ -123,7 +138,19 @@ class PartneroClient:
         except (ValueError, AttributeError):
             return Outcome(Result.RETRY, "look-up answer is not JSON", response.status_code)
         items = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
-        return any(isinstance(i, dict) and i.get("key") == key and not i.get("deleted_at") for i in items)
+        return [i for i in items if isinstance(i, dict)]
+
+    async def create_partner(self, body: dict[str, Any]) -> Outcome:
+        """POST /partners; an email Partnero already has is reported as delivered (the partner exists)."""
+        answer = await self._send("POST", "/partners", body)
+        if isinstance(answer, Outcome):
+            return answer
+        message = "" if answer.is_success else _message(answer)
+        taken = answer.status_code in (409, 422) and any(word in message.lower() for word in ("taken", "exist"))
+        if answer.is_success or taken:
+            detail = f"partner already exists: {message}" if taken else "partner created"
+            return Outcome(Result.DELIVERED, detail, answer.status_code)
+        return _classify_failure(answer, message)
 
     async def check(self) -> Outcome:
         try:

@@ -80,6 +80,18 @@ class PaymentRecord:
     events: list[NormalizedEvent] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Affiliate:
+    """One of the provider's own affiliates, as a Partnero partner would be created from it."""
+
+    source: str  # `<object type>/<id>` at the provider, what the import prints instead of personal data
+    email: str | None
+    name: str | None
+    surname: str | None
+    active: bool
+    status: str | None
+
+
 class ApiClient:
     """GET requests to one provider's API for one run: paced, counted, retried, errors made plain."""
 

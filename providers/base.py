@@ -11,7 +11,7 @@ import hashlib
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from bridge.events import NormalizedEvent
 
 if TYPE_CHECKING:
-    from providers._api import HistoryWindow, PaymentRecord
+    from providers._api import Affiliate, HistoryWindow, PaymentRecord
 
 
 @dataclass(frozen=True)
@@ -154,18 +154,30 @@ class ProviderAdapter:
         each with the events this adapter's parsing makes of it, for backfill and reconcile.
 
         The client lives beside the adapter, in `providers/<name>_api.py` (its `list_payments`), with the
-        shared machinery in `providers._api`; a provider without such a module has no backfill.
+        shared machinery in `providers._api`; a provider without one has no backfill.
         """
+        records: list[PaymentRecord] = await self._api_client("list_payments", "backfill and reconcile")(
+            self, self.options, window
+        )
+        return records
+
+    async def list_affiliates(self, window: HistoryWindow) -> list[Affiliate]:
+        """The provider's own affiliates (`providers/<name>_api.py` `list_affiliates`), to become partners."""
+        affiliates: list[Affiliate] = await self._api_client("list_affiliates", "import-affiliates")(
+            self, self.options, window
+        )
+        return affiliates
+
+    def _api_client(self, function: str, what: str) -> Any:
         from providers._api import HistoryUnavailable
 
         try:
             client = importlib.import_module(f"providers.{self.name}_api")
         except ModuleNotFoundError:
-            raise HistoryUnavailable(
-                f"{self.name}: backfill and reconcile are not available for this provider"
-            ) from None
-        records: list[PaymentRecord] = await client.list_payments(self, self.options, window)
-        return records
+            client = None
+        if not hasattr(client, function):
+            raise HistoryUnavailable(f"{self.name}: {what} is not available for this provider")
+        return getattr(client, function)
 
     def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
         """The headers or query a genuine provider would send with `body` (the inverse of `verify`)."""

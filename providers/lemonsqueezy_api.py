@@ -1,5 +1,9 @@
 """Lemon Squeezy's API as the safety net behind its webhooks: orders and subscription invoices.
 
+Also `GET /v1/affiliates` (the store's own affiliate program, which ends with Lemon Squeezy) for
+`import-affiliates`: https://docs.lemonsqueezy.com/api/affiliates/the-affiliate-object (status `active`,
+`pending` or `disabled`; `user_name`, `user_email`).
+
 `GET /v1/orders` and `GET /v1/subscription-invoices` (JSON:API, newest first, `page[size]` up to 100,
 `filter[store_id]`) describe each payment as the webhooks do, so each object is read by the adapter's
 own parser as the webhook that announces it would be (`order_created`, `subscription_payment_success`)
@@ -84,3 +88,28 @@ def _record(
             events += _api.webhook_events(adapter, {"meta": {**meta, "event_name": refunded}, "data": item})
     source = f"{item.get('type')}/{item.get('id')}"
     return _api.PaymentRecord(source, _api.parse_time(attributes.get("created_at")), item, events)
+
+
+async def list_affiliates(
+    adapter: ProviderAdapter, options: _api.ApiOptions, window: _api.HistoryWindow
+) -> list[_api.Affiliate]:
+    headers = {"authorization": f"Bearer {_api.api_key('lemonsqueezy', options)}", "accept": "application/vnd.api+json"}
+    async with _api.ApiClient("Lemon Squeezy", options, DEFAULT_BASE_URL, headers, window) as client:
+        items = await _api.list_window(client, "affiliates", _shape(getattr(options, "store_id", None)))
+    affiliates = []
+    for item in items:
+        attributes = _attributes(item)
+        name, _, surname = str(attributes.get("user_name") or "").strip().partition(" ")
+        email = attributes.get("user_email")
+        status = attributes.get("status")
+        affiliates.append(
+            _api.Affiliate(
+                source=f"affiliates/{item.get('id')}",
+                email=email if isinstance(email, str) and "@" in email else None,
+                name=name or None,
+                surname=surname.strip() or None,
+                active=status == "active",
+                status=status if isinstance(status, str) else None,
+            )
+        )
+    return affiliates
