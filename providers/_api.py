@@ -98,19 +98,21 @@ class ApiClient:
     def __init__(
         self,
         provider: str,
-        options: ApiOptions,
+        options: AdapterOptions,
         default_base_url: str,
         auth_headers: Mapping[str, str],
         window: HistoryWindow,
     ) -> None:
         self.provider = provider
         self.window = window
-        self._interval = 1.0 / options.api_requests_per_second
+        # adapters whose options predate ApiOptions (Mollie's) get the same defaults
+        self._interval = 1.0 / float(getattr(options, "api_requests_per_second", 2.0))
         self._last = 0.0
+        timeout = getattr(options, "api_timeout_seconds", getattr(options, "timeout_seconds", 15.0))
         self._client = httpx.AsyncClient(
-            base_url=(options.api_base_url or default_base_url).rstrip("/") + "/",
+            base_url=(getattr(options, "api_base_url", None) or default_base_url).rstrip("/") + "/",
             headers={"accept": "application/json", **auth_headers},
-            timeout=options.api_timeout_seconds,
+            timeout=float(timeout),
         )
 
     async def __aenter__(self) -> ApiClient:
@@ -173,8 +175,8 @@ def _retry_after(value: str | None) -> float:
 
 def api_key(provider: str, options: AdapterOptions) -> str:
     """The endpoint's API key, or the sentence that says where to set it."""
-    key = options.api_key if isinstance(options, ApiOptions) else None
-    if key is None or not key.get_secret_value().strip():
+    key = getattr(options, "api_key", None)
+    if not isinstance(key, SecretStr) or not key.get_secret_value().strip():
         raise HistoryUnavailable(f"{provider}: set the endpoint's api_key to read payments from the {provider} API")
     return key.get_secret_value().strip()
 
@@ -202,7 +204,7 @@ def iso_z(moment: datetime) -> str:
 class ListShape:
     """How one provider's list endpoint pages: the query of page n, where the items are, when to stop."""
 
-    params: Callable[[int], dict[str, str | int]]
+    params: Callable[[int, Any], dict[str, str | int]]  # (page number, the previous answer or None)
     items: Callable[[Any], list[Any]]
     more: Callable[[Any, int, int], bool]  # (answer, page number, items on it) -> is there a next page
     created_at: Callable[[Mapping[str, Any]], datetime | None]
@@ -214,9 +216,9 @@ async def list_window(client: ApiClient, path: str, shape: ListShape) -> list[Ma
     """Every object of `path` created inside the client's window, page by page, within its budget."""
     window = client.window
     found: list[Mapping[str, Any]] = []
-    page = shape.first_page
+    page, previous = shape.first_page, None
     while True:
-        answer = await client.get(path, shape.params(page))
+        answer = await client.get(path, shape.params(page, previous))
         items = [item for item in shape.items(answer) if isinstance(item, Mapping)]
         if window.on_page is not None:
             window.on_page(len(items))
@@ -229,7 +231,7 @@ async def list_window(client: ApiClient, path: str, shape: ListShape) -> list[Ma
                 older = True
         if older or not items or not shape.more(answer, page, len(items)):
             return found
-        page += 1
+        page, previous = page + 1, answer
 
 
 def webhook_events(adapter: Any, envelope: Mapping[str, Any]) -> list[NormalizedEvent]:

@@ -31,7 +31,7 @@ async def list_payments(
     adapter: ProviderAdapter, options: _api.ApiOptions, window: _api.HistoryWindow
 ) -> list[_api.PaymentRecord]:
     shape = _api.ListShape(
-        params=lambda page: {"page_number": page, "page_size": PAGE_SIZE},
+        params=lambda page, previous: {"page_number": page, "page_size": PAGE_SIZE},
         items=lambda answer: list(answer.get("items") or []),
         more=lambda answer, page, count: (answer.get("pagination") or {}).get("next_page") is not None,
         created_at=lambda item: _api.parse_time(item.get("created_at")),

@@ -27,7 +27,7 @@ async def list_payments(
 ) -> list[_api.PaymentRecord]:
     dates = {"created_at_gte": _api.iso_z(window.since), "created_at_lte": _api.iso_z(window.until)}
     shape = _api.ListShape(
-        params=lambda page: {**dates, "page_number": page, "page_size": PAGE_SIZE},
+        params=lambda page, previous: {**dates, "page_number": page, "page_size": PAGE_SIZE},
         items=lambda answer: list(answer.get("items") or []),
         more=lambda answer, page, count: count >= PAGE_SIZE,
         created_at=lambda item: _api.parse_time(item.get("created_at")),

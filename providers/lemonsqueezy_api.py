@@ -42,7 +42,7 @@ def _attributes(item: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _shape(store_id: int | None) -> _api.ListShape:
-    def params(page: int) -> dict[str, str | int]:
+    def params(page: int, previous: Any) -> dict[str, str | int]:
         query: dict[str, str | int] = {"page[number]": page, "page[size]": PAGE_SIZE}
         if store_id is not None:
             query["filter[store_id]"] = store_id

@@ -28,7 +28,7 @@ async def list_payments(
 ) -> list[_api.PaymentRecord]:
     organization = getattr(options, "organization_id", None)
 
-    def params(page: int) -> dict[str, str | int]:
+    def params(page: int, previous: Any) -> dict[str, str | int]:
         query: dict[str, str | int] = {"page": page, "limit": PAGE_SIZE, "sorting": "-created_at"}
         if organization:
             query["organization_id"] = organization

@@ -423,5 +423,59 @@ def test_the_docs_table_says_which_providers_have_backfill() -> None:
     text = (ROOT / "docs" / "backfill.md").read_text()
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([^|]+?) \| (yes|not yet) \|", text, re.M)}
     with_api = {name for name in registry() if importlib.util.find_spec(f"providers.{name}_api") is not None}
-    names = {"lemonsqueezy": "Lemon Squeezy", "polar": "Polar", "creem": "Creem", "dodopayments": "Dodo Payments"}
-    assert {names.get(name, name) for name in with_api} == {name for name, has in rows.items() if has == "yes"}
+    names = {"lemonsqueezy": "Lemon Squeezy", "dodopayments": "Dodo Payments"}
+    documented = {name for name, has in rows.items() if has == "yes"}
+    assert {names.get(name, name.capitalize()) for name in with_api} == documented
+
+
+def test_mollie_backfill_reads_the_payment_list_page_by_page(
+    tmp_path: Path, partnero: PartneroServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from providers import mollie_api
+    from tests.mollie_server import API_KEY as MOLLIE_KEY
+    from tests.mollie_server import MollieServer
+    from tests.mollie_server import fixture as mollie_fixture
+
+    partnero.unknown_customer = "accept"
+    with MollieServer() as mollie:
+        # tests/fixtures/mollie/payment_paid.json (SOURCES.md there) as three payments of one day
+        for n, ident in enumerate(("tr_Delivered1", "tr_Missed2", "tr_Refunded3")):
+            payment = mollie_fixture("payment_paid.json")
+            payment.update(id=ident, createdAt=f"2026-05-0{n + 1}T10:00:00+00:00", metadata={"user_id": f"u{n}"})
+            if ident == "tr_Refunded3":
+                payment["amountRefunded"] = dict(payment["amount"])
+            mollie.set_payment(payment)
+        settings = {
+            "provider": "mollie",
+            "secret": "url-token-0123456789",
+            "api_key": MOLLIE_KEY,
+            "api_base_url": mollie.url,
+            "customer_key": ["metadata.user_id"],
+        }
+        with LedgerBridge(f"sqlite:///{tmp_path}/m.db", partnero, {"m": settings}) as bridge:
+            bridge.receive("m", b"id=tr_Delivered1")  # the classic ping for the first payment
+            bridge.drain()
+            endpoint = bridge.config.endpoints["m"]
+            monkeypatch.setattr(mollie_api, "PAGE_SIZE", 2)
+            summary = bridge.run(backfill.run(bridge.config, bridge.store, endpoint, SINCE, UNTIL))
+            bridge.drain()
+            assert summary.stopped is None
+            assert summary.new == ["mollie:payment:tr_Missed2 (sale)"]
+            assert summary.known == 1
+            assert {t.key: t.customer_key for t in partnero.live_transactions()} == {
+                "mollie:payment:tr_Delivered1": "u0",
+                "mollie:payment:tr_Missed2": "u1",
+            }
+            # newest first, two a page: the cursor of `_links.next`, then a 2018 payment ends the window
+            pages = [r.query for r in mollie.requests if r.path == "/v2/payments"]
+            assert pages == ["limit=2", "limit=2&from=tr_Delivered1"]
+            second = bridge.run(backfill.run(bridge.config, bridge.store, endpoint, SINCE, UNTIL))
+            assert second.new == [] and len(partnero.transactions) == 2
+
+
+def test_mollie_cursor_pages() -> None:
+    from providers.mollie_api import _params
+
+    assert _params(1, None) == {"limit": 250}
+    following = {"_links": {"next": {"href": "https://api.mollie.com/v2/payments?from=tr_Next&limit=250"}}}
+    assert _params(2, following) == {"limit": 250, "from": "tr_Next"}
