@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,12 +47,15 @@ def iso(ts: float) -> str:
 
 
 async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
-    """Events (and, where the status filter allows, calls kept unparsed) as plain rows, newest first."""
+    """Events (and, where the status and kind filters allow, calls kept unparsed) as plain rows, newest
+    first; `flt.offset` rows skipped, at most `flt.limit` returned."""
+    # both sources are read from their start so the merged order is right on every page
+    window = replace(flt, limit=flt.offset + flt.limit, offset=0)
 
     def read(tx: Transaction) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        if flt.status != "failed":
-            for e in tx.list_events(flt):
+        if flt.status != "failed" and flt.kind != "unparsed":
+            for e in tx.list_events(window):
                 rows.append(
                     {
                         "id": str(e.id),
@@ -64,12 +67,13 @@ async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
                         "customer_key": e.customer_key,
                         "status": e.status,
                         "reason": e.reason,
+                        "email": e.email,
                         "warning": e.warning,
                         "_ts": e.created_at,
                     }
                 )
-        if flt.status in (None, "failed"):
-            for c in tx.failed_calls(flt):
+        if flt.status in (None, "failed") and flt.kind in (None, "unparsed"):
+            for c in tx.failed_calls(window):
                 rows.append(
                     {
                         "id": f"{CALL_PREFIX}{c.id}",
@@ -81,13 +85,14 @@ async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
                         "customer_key": None,
                         "status": "failed",
                         "reason": c.error,
+                        "email": None,
                         "_ts": c.received_at,
                     }
                 )
         rows.sort(key=lambda r: r["_ts"], reverse=True)
         for row in rows:
             del row["_ts"]
-        return rows[: flt.limit]
+        return rows[flt.offset : flt.offset + flt.limit]
 
     return await store.run(read)
 
@@ -124,8 +129,15 @@ async def show(store: Store, ident: str) -> dict[str, Any]:
                     "partnero_key": op.target_key,
                     "status": op.status.value,
                     "reason": op.reason,
+                    "program": op.scope,
                     "attempts": [
-                        {"time": iso(a.at), "outcome": a.outcome, "http_status": a.status_code, "detail": a.detail}
+                        {
+                            "time": iso(a.at),
+                            "outcome": a.outcome,
+                            "http_status": a.status_code,
+                            "detail": a.detail,
+                            "latency_seconds": a.latency_seconds,
+                        }
                         for a in tx.attempts_of(op.id)
                     ],
                 }

@@ -20,7 +20,9 @@ from starlette.routing import Route
 
 from bridge.checkout import render_script
 from bridge.config import Config, Endpoint
+from bridge.console import mounted_routes
 from bridge.delivery import Worker
+from bridge.metrics import record_ingest
 from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
 from bridge.store.base import Store
 from providers.base import AcknowledgeOnly, SignatureError, WebhookRequest, body_hash
@@ -175,13 +177,17 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
             Route("/partnero-checkout.js", checkout_script, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            # the console and /metrics, unless `admin.token` is empty or the console has its own listener
+            *mounted_routes(config, store, worker),
         ],
     )
 
 
 def _answer(status: int, reason: str, endpoint: str, started: float) -> Response:
     # the access log line: no query string (it may hold a token), no body, no headers
-    log.info("webhook %s -> %s %s (%.1f ms)", endpoint, status, reason, (time.perf_counter() - started) * 1000)
+    elapsed = time.perf_counter() - started
+    record_ingest(endpoint, status, reason, elapsed)
+    log.info("webhook %s -> %s %s (%.1f ms)", endpoint, status, reason, elapsed * 1000)
     if status == 200:
         return JSONResponse({"status": reason})
     return PlainTextResponse(reason, status_code=status)

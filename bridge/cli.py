@@ -1,4 +1,4 @@
-"""The `partnero-bridge` command: serve, check-config, events, replay."""
+"""The `partnero-bridge` command: serve, check-config, events, replay, simulate."""
 
 from __future__ import annotations
 
@@ -75,12 +75,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     signup.add_argument("--tag", action="append", default=[], dest="tags")
     signup.add_argument("--referral-url")
 
+    simulate = commands.add_parser(
+        "simulate", help="send a signed test-mode sample webhook to a running bridge (`simulate --list`: samples)"
+    )
+    simulate.add_argument("endpoint", nargs="?", metavar="ENDPOINT")
+    simulate.add_argument("event", nargs="?", metavar="EVENT", help="sample event (default: the provider's first)")
+    simulate.add_argument("--config", default=default_config, metavar="FILE")
+    simulate.add_argument("--url", help="the bridge's base URL (default: server.host:port of the config)")
+    simulate.add_argument("--list", action="store_true", help="name the events each provider can simulate")
+
     from bridge import moves
 
     moves.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command in moves.COMMANDS:
         return moves.run(args)
+    if args.command == "simulate":
+        return simulate_command(args)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "serve":
@@ -265,6 +276,10 @@ def check_config(path: str) -> int:
     if config is None:
         return 2
     print(f"store: {config.store}")
+    admin = config.admin
+    where = f" on {admin.host or config.server.host}:{admin.port}" if admin.port else ""
+    print(f"console: /admin and /metrics{where}" if admin.enabled else "console: off (admin.token is empty)")
+    print(f"alerts: {'on' if config.alerts.url else 'off'}")
     if not config.endpoints:
         print("no endpoints configured")
     for name, endpoint in config.endpoints.items():
@@ -278,6 +293,39 @@ def check_config(path: str) -> int:
     return 0
 
 
+def simulate_command(args: argparse.Namespace) -> int:
+    from bridge import simulation
+
+    if args.list:
+        from providers import registry
+
+        for provider, events in simulation.provider_samples().items():
+            print(f"{provider}: {', '.join(events) if events else '— ' + registry()[provider].sample_note}")
+        return 0
+    if not args.endpoint:
+        print("usage: partnero-bridge simulate ENDPOINT [EVENT] --config FILE [--url URL]", file=sys.stderr)
+        return 2
+    config = _load(args.config)
+    if config is None:
+        return 2
+    import time
+
+    import httpx
+
+    try:
+        base_url = args.url or simulation.default_url(config)
+        request = simulation.build(config, args.endpoint, args.event, time.time())
+        response = simulation.send(base_url, request)
+    except simulation.SimulationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"error: could not reach the bridge ({type(exc).__name__}): is it running?", file=sys.stderr)
+        return 1
+    print(f"POST {base_url.rstrip('/')}{request.path} -> {response.status_code} {response.text.strip()[:200]}")
+    return 0 if response.is_success else 1
+
+
 def serve_command(path: str, host: str | None, port: int | None, log_level: str, with_worker: bool = True) -> int:
     from bridge.logs import setup_logging
 
@@ -285,10 +333,16 @@ def serve_command(path: str, host: str | None, port: int | None, log_level: str,
     config = _load(path)
     if config is None:
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve(config, host or config.server.host, port if port is not None else config.server.port, with_worker)
-        )
+    from bridge.store.base import StoreInUse
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                serve(config, host or config.server.host, port if port is not None else config.server.port, with_worker)
+            )
+    except StoreInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -322,11 +376,13 @@ async def run_worker(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    watchers = _watch(config, store, worker, stopping)
     log.info("worker %s started", worker.owner)
     try:
         await worker.run(stopping)
     finally:
         await worker.aclose()
+        await watchers.aclose()
         await store.close()
 
 
@@ -358,21 +414,81 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
         if endpoint.partnero.effective_dry_run:
             reason = "dry_run: true" if endpoint.partnero.dry_run else "no partnero.api_key"
             log.warning("DRY RUN for endpoint %s (%s): events are recorded, nothing is sent", endpoint.name, reason)
+    from bridge.console import console_app, own_listener
+
     store = open_store(config.store)
+    await store.hold_exclusive()
     await store.open()
     worker = Worker(config, store) if with_worker else None
     app = create_app(config, store, worker)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
     )
+    console_server = None
+    if own_listener(config):
+        console_server = uvicorn.Server(
+            uvicorn.Config(
+                console_app(config, store, worker),
+                host=config.admin.host or host,
+                port=config.admin.port or 0,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+    _print_urls(config, host, port)
     stopping = asyncio.Event()
+    watchers = _watch(config, store, worker, stopping)
     worker_task = asyncio.create_task(worker.run(stopping)) if worker else None
+    console_task = asyncio.create_task(console_server.serve()) if console_server else None
     try:
         await server.serve()
     finally:
         stopping.set()
+        if console_server is not None and console_task is not None:
+            console_server.should_exit = True
+            await console_task
+        await watchers.aclose()
         if worker is not None and worker_task is not None:
             worker.wake()
             await worker_task
             await worker.aclose()
         await store.close()
+
+
+def _print_urls(config: Config, host: str, port: int) -> None:
+    """What an operator needs at start: where each provider posts, and where the console is."""
+    from bridge.console import console_url
+
+    for name, endpoint in config.endpoints.items():
+        print(f"endpoint {name} ({endpoint.provider}): POST /webhooks/{name}", flush=True)
+    url = console_url(config, host, port)
+    print(f"console: {url}" if url else "console: off (set admin.token to enable /admin and /metrics)", flush=True)
+
+
+class _Watchers:
+    """Metrics and alert hooks on the worker, and the long-pause watch; closed at shutdown."""
+
+    def __init__(self, alerter: Any, task: asyncio.Task[None] | None) -> None:
+        self.alerter = alerter
+        self.task = task
+
+    async def aclose(self) -> None:
+        if self.task is not None:
+            await self.task
+        if self.alerter is not None:
+            await self.alerter.aclose()
+
+
+def _watch(config: Config, store: Store, worker: Any, stopping: asyncio.Event) -> _Watchers:
+    from bridge.alerts import Alerter
+    from bridge.metrics import record_attempt
+
+    if worker is not None:
+        worker.on_finished.append(record_attempt)
+    alerter = Alerter.from_config(config)
+    if alerter is None:
+        return _Watchers(None, None)
+    if worker is not None:
+        alerter.watch(worker)
+    return _Watchers(alerter, asyncio.create_task(alerter.watch_pauses(config, store, worker, stopping)))

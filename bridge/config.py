@@ -8,12 +8,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.mapping import validate_sources
+from bridge.suggest import did_you_mean
 from providers import UnknownProviderError, get_adapter_class
 from providers.base import ProviderAdapter
 
@@ -71,6 +72,10 @@ class DeliverySettings(_Model):
     max_backoff_seconds: float = Field(default=3600.0, gt=0)
     timeout_seconds: float = Field(default=15.0, gt=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # the circuit breaker per Partnero program (docs/delivery.md): consecutive failure waves that open
+    # it, and the longest pause between probes while it is open, so a healed Partnero is seen quickly
+    breaker_threshold: int = Field(default=3, ge=1)
+    breaker_max_pause_seconds: float = Field(default=30.0, gt=0)
     # how long a claimed call or operation stays with its process; after a crash another process takes
     # it over once this runs out (default: three request timeouts plus 30 s)
     lease_seconds: float | None = Field(default=None, gt=0)
@@ -151,6 +156,29 @@ class SignupSettings(_Model):
         return bool(self.token)
 
 
+class AdminSettings(_Model):
+    """The operator console at `/admin` and `/metrics`: off while `token` is empty."""
+
+    token: str = ""
+    # a listener of its own, so the console need not be reachable where providers post webhooks
+    host: str | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    session_hours: float = Field(default=12.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token)
+
+
+class AlertSettings(_Model):
+    """Chat alerts (Slack-compatible JSON POST): dead letters, unparsable calls, long pauses."""
+
+    url: str = ""
+    paused_minutes: float = Field(default=15.0, gt=0)
+    # at most one alert of a kind per endpoint within this window; the rest are counted into the next
+    min_interval_seconds: float = Field(default=60.0, ge=0)
+
+
 class StoreSettings(_Model):
     url: str = "sqlite:///./data/bridge.db"
     # raw bodies (buyer PII) of finished calls are dropped after this many days; outcomes are kept
@@ -163,6 +191,8 @@ class ConfigFile(_Model):
     server: ServerSettings = Field(default_factory=ServerSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     signups: SignupSettings = Field(default_factory=SignupSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
 
 
@@ -190,6 +220,8 @@ class Config:
     source: str = "<config>"
     retention_days: float | None = None
     signups: SignupSettings = field(default_factory=SignupSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def signup_partnero(self) -> PartneroSettings:
@@ -236,10 +268,11 @@ def load_config(path: str | Path) -> Config:
 def parse_config(raw: Any, source: str = "<config>") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: the top level must be a mapping"])
+    values = interpolate(raw)
     try:
-        model = ConfigFile.model_validate(interpolate(raw))
+        model = ConfigFile.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
+        raise ConfigError(_problems(exc) + _endpoint_problems(values)) from None
     problems: list[str] = []
     endpoints: dict[str, Endpoint] = {}
     for name, settings in model.endpoints.items():
@@ -261,6 +294,8 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         source,
         store.retention_days,
         model.signups,
+        model.admin,
+        model.alerts,
     )
 
 
@@ -283,7 +318,8 @@ def _build_endpoint(
     try:
         options = adapter_class.Options.model_validate(settings.model_extra or {})
     except ValidationError as exc:
-        problems.extend(_problems(exc, prefix=path))
+        known = set(adapter_class.Options.model_fields) | set(EndpointSettings.model_fields)
+        problems.extend(_problems(exc, prefix=path, known=known))
         return None
     try:
         adapter = adapter_class(secrets, options)
@@ -296,7 +332,47 @@ def _build_endpoint(
     return Endpoint(name, settings, partnero, adapter)
 
 
-def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
+def _endpoint_problems(values: dict[str, Any]) -> list[str]:
+    """When the file as a whole is invalid, the provider-level problems of the endpoints whose own
+    settings are valid, so one run reports every mistake."""
+    endpoints = values.get("endpoints")
+    if not isinstance(endpoints, dict):
+        return []
+    try:
+        default = PartneroSettings.model_validate(values.get("partnero") or {})
+    except ValidationError:
+        default = PartneroSettings()
+    problems: list[str] = []
+    for name, settings in endpoints.items():
+        try:
+            valid = EndpointSettings.model_validate(settings)
+        except ValidationError:
+            continue  # reported with the file's own errors
+        _build_endpoint(str(name), valid, default, problems)
+    return problems
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> set[str]:
+    """The setting names allowed in the section that holds the unknown key at `loc`."""
+    model: type[BaseModel] = ConfigFile
+    parts = [str(p) for p in loc[:-1]]
+    i = 0
+    while i < len(parts):
+        if model is ConfigFile and parts[i] == "endpoints":
+            model, i = EndpointSettings, i + 2  # endpoints.<name>.…
+            continue
+        field = model.model_fields.get(parts[i])
+        options = (get_args(field.annotation) or (field.annotation,)) if field is not None else ()
+        nested = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return set()
+        model, i = nested[0], i + 1
+        if i < len(parts) and parts[i] == model.__name__:
+            i += 1  # a union member's name in the path (store.StoreSettings.…)
+    return set(model.model_fields)
+
+
+def _problems(exc: ValidationError, prefix: str = "", known: set[str] | None = None) -> list[str]:
     problems = []
     for error in exc.errors():
         parts = [prefix] if prefix else []
@@ -305,7 +381,8 @@ def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
         if error["type"] == "missing":
             message = "required"
         elif error["type"] == "extra_forbidden":
-            message = "unknown setting"
+            candidates = known if known is not None else _known_keys(tuple(error["loc"]))
+            message = "unknown setting" + did_you_mean(str(error["loc"][-1]), candidates)
         else:
             message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{where}: {message}")

@@ -10,103 +10,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
-
-from pydantic import ValidationError
+from typing import Any
 
 from bridge.config import Config, PartneroSettings
-from bridge.outbox import CREATE, record_events, settle
+from bridge.flow import CircuitBreaker, ProgramState, RateLimiter, Ticket, Verdict, backoff_seconds
+from bridge.outbox import CREATE, settle
 from bridge.partnero import Outcome, PartneroClient, Result
-from bridge.signups import CUSTOMER, SIGNUP_ENDPOINT, first_error, record_signup
-from bridge.store.base import Attempt, CallStatus, Operation, OpStatus, Store, StoredCall, Transaction
-from providers.base import PayloadError, ProviderUnavailable, WebhookRequest
+from bridge.recorder import CallRecorder
+from bridge.signups import CUSTOMER
+from bridge.store.base import Attempt, Operation, OpStatus, Store, StoredCall, Transaction
 
 log = logging.getLogger("bridge.delivery")
 
-CALL_BATCH = 100
 PURGE_INTERVAL_SECONDS = 3600.0
-MAX_RETRY_AFTER_SECONDS = 3600.0
-
-
-class RateLimiter:
-    """A token bucket shared by every request to one Partnero program."""
-
-    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_second = per_second
-        self.capacity = max(1.0, per_second)
-        self.tokens = self.capacity
-        self.clock = clock
-        self.updated = clock()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self.clock()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.per_second)
-
-
-class ProgramHealth:
-    """Pauses every delivery to one Partnero program while it is down or rate limiting.
-
-    Without it each pending operation would discover the outage on its own schedule; with it, a few
-    consecutive failures stop all of them, and the pause grows with backoff until an answer comes back.
-    """
-
-    def __init__(self, initial: float, maximum: float, threshold: int = 3) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.threshold = threshold
-        self.failures = 0
-        self.paused_until = 0.0
-
-    def record(self, outcome: Outcome, now: float) -> None:
-        if outcome.status_code == 429:
-            pause = outcome.retry_after if outcome.retry_after is not None else self.initial
-            # honour Partnero's word, but a broken header must not stop delivery for days
-            self.paused_until = max(self.paused_until, now + min(pause, MAX_RETRY_AFTER_SECONDS))
-        elif outcome.result is Result.RETRY:
-            self.failures += 1
-            if self.failures >= self.threshold:
-                pause = backoff_seconds(self.failures - self.threshold + 1, self.initial, self.maximum)
-                self.paused_until = max(self.paused_until, now + pause)
-        else:
-            self.failures = 0
-
-    def paused(self, now: float) -> bool:
-        return now < self.paused_until
-
-
-def backoff_seconds(attempt: int, initial: float, maximum: float, retry_after: float | None = None) -> float:
-    """Exponential backoff with jitter; a `Retry-After` from Partnero is a floor, never shortened."""
-    delay = min(maximum, initial * (2 ** max(0, attempt - 1)))
-    jittered = delay * (0.5 + random.random() / 2)
-    if retry_after is not None:
-        return float(max(retry_after, min(jittered, maximum)))
-    return float(jittered)
+LOOKUP_RETRY_PAUSES = (0.2, 0.5)
 
 
 class Worker:
+    """Parses what arrived (`CallRecorder`), then starts due operations under each program's flow control."""
+
     def __init__(self, config: Config, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self.recorder = CallRecorder(config, store, self.owner, clock)
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._clients: dict[str, PartneroClient] = {}
         self._limiters: dict[str, RateLimiter] = {}
-        self._health: dict[str, ProgramHealth] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
         self._next_purge = 0.0
+        # hooks for metrics and alerts: (operation, outcome, final status or None, latency seconds)
+        self.on_finished: list[Callable[[Operation, Outcome, OpStatus | None, float | None], None]] = []
+        self.on_unparsed: list[Callable[[StoredCall, str], None]] = self.recorder.on_unparsed
+        self._attempt_started: dict[int, float] = {}
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
             self._client_for(endpoint.partnero)
@@ -125,11 +67,18 @@ class Worker:
             )
             self._limiters[settings.scope] = RateLimiter(settings.max_requests_per_second)
             delivery = self.config.delivery
-            self._health[settings.scope] = ProgramHealth(delivery.initial_backoff_seconds, delivery.max_backoff_seconds)
+            self._breakers[settings.scope] = CircuitBreaker(
+                delivery.initial_backoff_seconds, delivery.breaker_max_pause_seconds, delivery.breaker_threshold
+            )
         return self._clients[settings.scope]
 
     def wake(self) -> None:
         self._wake.set()
+
+    def program_states(self, now: float | None = None) -> list[ProgramState]:
+        """Each Partnero program's flow-control state, for the operator."""
+        at = self.clock() if now is None else now
+        return [breaker.snapshot(scope, at) for scope, breaker in sorted(self._breakers.items())]
 
     async def aclose(self) -> None:
         for task in list(self._inflight):
@@ -143,7 +92,7 @@ class Worker:
 
     async def run(self, stopping: asyncio.Event) -> None:
         if self.store.single_process:
-            # one SQLite process owns the store: leases of a killed predecessor are void
+            # this process owns the SQLite store (`hold_exclusive`): leases of a dead predecessor are void
             await self.store.run(lambda tx: tx.release_leases(None))
         reconciling = self._start_reconciler(stopping)
         while not stopping.is_set():
@@ -155,7 +104,7 @@ class Worker:
             if not busy:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.delivery.poll_interval_seconds)
+                    await asyncio.wait_for(self._wake.wait(), self._idle_wait())
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self.config.delivery.timeout_seconds + 1)
         if reconciling is not None:
@@ -168,6 +117,15 @@ class Worker:
 
         reconciler = Reconciler(self.config, self.store, self.clock)
         return asyncio.create_task(reconciler.run(stopping)) if reconciler.endpoints else None
+
+    def _idle_wait(self) -> float:
+        """Sleep until the next poll, or until a paused program's probe is due, whichever is first."""
+        wait = self.config.delivery.poll_interval_seconds
+        now = self.clock()
+        for breaker in self._breakers.values():
+            if not breaker.closed and breaker.until > now:
+                wait = min(wait, breaker.until - now + 0.001)
+        return max(wait, 0.001)
 
     async def step(self) -> bool:
         """One round: parse what arrived, start what is due. True when it found work."""
@@ -201,88 +159,39 @@ class Worker:
             log.info("retention: dropped the raw bodies of %s finished calls older than %s days", purged, days)
         return purged
 
-    # --- parsing stored calls --------------------------------------------------------------------
-
     async def process_received(self) -> int:
-        now = self.clock()
-        lease_until = now + self.config.delivery.lease
-        calls = await self.store.run(lambda tx: tx.claim_calls(self.owner, now, lease_until, CALL_BATCH))
-        for call in calls:
-            await self.process_call(call)
-        return len(calls)
-
-    async def process_call(self, call: StoredCall) -> None:
-        endpoint = self.config.endpoints.get(call.endpoint)
-        now = self.clock()
-        if call.endpoint == SIGNUP_ENDPOINT:
-            await self._process_signup(call, now)
-            return
-        if endpoint is None:
-            await self.store.run(
-                lambda tx: tx.finish_call(call.id, CallStatus.FAILED, "endpoint no longer configured", now)
-            )
-            return
-        request = WebhookRequest(call.method, call.path, call.headers, call.body, call.query_string)
-        try:
-            events = await endpoint.adapter.read(request)
-        except ProviderUnavailable as exc:
-            await self._defer(call, f"provider API unavailable: {exc}")
-            return
-        except PayloadError as exc:
-            error = f"cannot parse: {exc}"
-        except Exception as exc:  # an adapter bug must not stop the worker; the call is kept for replay
-            log.exception("adapter %s failed on call %s", endpoint.provider, call.id)
-            error = f"adapter error: {type(exc).__name__}"
-        else:
-
-            def record(tx: Transaction) -> None:
-                record_events(tx, call, endpoint, events, now)
-                tx.finish_call(call.id, CallStatus.PROCESSED, None, now)
-
-            await self.store.run(record)
-            return
-        log.warning("call %s on %s kept unparsed: %s", call.id, call.endpoint, error)
-        await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, error, now))
-
-    async def _process_signup(self, call: StoredCall, now: float) -> None:
-        def record(tx: Transaction) -> None:
-            record_signup(tx, call, self.config, now)
-            tx.finish_call(call.id, CallStatus.PROCESSED, None, now)
-
-        try:
-            await self.store.run(record)
-        except ValidationError as exc:
-            where, message = first_error(exc)
-            error = f"cannot parse: {where}: {message}"
-            await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, error, now))
-
-    async def _defer(self, call: StoredCall, error: str) -> None:
-        settings = self.config.delivery
-        now = self.clock()
-        attempts = call.read_attempts + 1
-        if attempts >= settings.max_attempts:
-            reason = f"gave up after {attempts} reads: {error}"
-            await self.store.run(lambda tx: tx.finish_call(call.id, CallStatus.FAILED, reason, now))
-            return
-        delay = backoff_seconds(attempts, settings.initial_backoff_seconds, settings.max_backoff_seconds)
-        await self.store.run(lambda tx: tx.defer_call(call.id, now + delay, error))
+        return await self.recorder.process_received()
 
     # --- delivering operations -------------------------------------------------------------------
 
     async def start_due(self) -> int:
+        now = self.clock()
+        for scope, breaker in self._breakers.items():
+            if breaker.probe_due(now):
+                self._spawn(self._probe(scope, breaker.start_probe(now)))
         free = self._concurrency - len(self._inflight)
         if free <= 0:
             return 0
-        now = self.clock()
         lease_until = now + self.config.delivery.lease
-        paused = [scope for scope, health in self._health.items() if health.paused(now)]
         wait = self.config.signups.wait_seconds
-        ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free, paused, wait))
+        held = [scope for scope, breaker in self._breakers.items() if not breaker.closed]
+        ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free, held, wait))
         for op in ops:
-            task = asyncio.create_task(self._deliver(op))
-            self._inflight.add(task)
-            task.add_done_callback(self._task_done)
+            program = self._breakers.get(op.scope)
+            self._spawn(self._deliver(op, program.ticket(now) if program else None))
         return len(ops)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _probe(self, scope: str, ticket: Ticket) -> None:
+        """The half-open breaker's one request: is this Partnero program answering again?"""
+        await self._limiters[scope].acquire()
+        outcome = await self._clients[scope].check()
+        self._breakers[scope].record(ticket, _verdict(outcome), self.clock(), outcome.retry_after)
+        log.info("probe of Partnero program %s: %s (%s)", scope, outcome.result.value, outcome.detail)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -290,62 +199,82 @@ class Worker:
             log.error("delivery task failed: %r", task.exception())
         self._wake.set()
 
-    async def _deliver(self, op: Operation) -> None:
+    async def _deliver(self, op: Operation, ticket: Ticket | None) -> None:
+        self._attempt_started[op.id] = time.perf_counter()
+        try:
+            outcome, still_maybe_sent = await self._send(op)
+        except Exception as exc:
+            # never leave an operation leased behind a failed task: it is retried like any failure
+            log.exception("delivering operation %s failed", op.id)
+            outcome, still_maybe_sent = Outcome(Result.RETRY, f"bridge error: {type(exc).__name__}"), True
+        await self._finish(op, outcome, still_maybe_sent, ticket)
+
+    async def _send(self, op: Operation) -> tuple[Outcome, bool]:
+        """Make the operation's request(s); the outcome, and whether an earlier attempt is still unaccounted."""
         endpoint = self.config.endpoints.get(op.endpoint)
         client = self._client_for(endpoint.partnero) if endpoint else self._clients.get(op.scope)
         if client is None:
-            await self._finish(op, Outcome(Result.SKIPPED, "no Partnero client for this program (dry run)"))
-            return
+            return Outcome(Result.SKIPPED, "no Partnero client for this program (dry run)"), False
         limiter = self._limiters[op.scope]
-        looked_up_absent = False
+        if op.action in (CUSTOMER, CREATE) and op.maybe_sent:
+            lookup = client.customer_exists if op.action == CUSTOMER else client.transaction_exists
+            exists = await self._look_up(lookup, op.target_key, limiter)
+            if isinstance(exists, Outcome):
+                # the look-up itself failed: the earlier attempt is still unaccounted for
+                return exists, True
+            if exists:
+                return Outcome(Result.DELIVERED, "found at Partnero after an uncertain attempt"), False
         if op.action == CUSTOMER:
-            if op.maybe_sent:
-                await limiter.acquire()
-                exists = await client.customer_exists(op.target_key)
-                if isinstance(exists, Outcome):
-                    await self._finish(op, exists, still_maybe_sent=True)
-                    return
-                if exists:
-                    await self._finish(op, Outcome(Result.DELIVERED, "customer found after an uncertain attempt"))
-                    return
-                looked_up_absent = True
             await limiter.acquire()
-            outcome = await client.create_customer(op.request)
-        elif op.action == CREATE:
-            if op.maybe_sent:
-                await limiter.acquire()
-                exists = await client.transaction_exists(op.target_key)
-                if isinstance(exists, Outcome):
-                    # the look-up itself failed: the earlier attempt is still unaccounted for
-                    await self._finish(op, exists, still_maybe_sent=True)
-                    return
-                if exists:
-                    await self._finish(op, Outcome(Result.DELIVERED, "found at Partnero after an uncertain attempt"))
-                    return
-                looked_up_absent = True
+            return await client.create_customer(op.request), False
+        if op.action == CREATE:
             body = dict(op.request)
             body["amount"] = Decimal(body["amount"])
             await limiter.acquire()
-            outcome = await client.create_transaction(body)
-        else:
-            sale = await self.store.run(lambda tx: tx.get_operation(op.scope, f"{CREATE}:{op.target_key}"))
-            if sale is not None and sale.status in (OpStatus.SKIPPED, OpStatus.DEAD):
-                await self._finish(op, Outcome(Result.SKIPPED, f"its sale was not delivered ({sale.status.value})"))
-                return
-            await limiter.acquire()
-            outcome = await client.delete_transaction(op.target_key, maybe_sent_before=op.maybe_sent)
-        await self._finish(op, outcome, still_maybe_sent=op.maybe_sent and not looked_up_absent)
+            return await client.create_transaction(body), False
+        sale = await self.store.run(lambda tx: tx.get_operation(op.scope, f"{CREATE}:{op.target_key}"))
+        if sale is not None and sale.status in (OpStatus.SKIPPED, OpStatus.DEAD):
+            return Outcome(Result.SKIPPED, f"its sale was not delivered ({sale.status.value})"), False
+        await limiter.acquire()
+        return await client.delete_transaction(op.target_key, maybe_sent_before=op.maybe_sent), op.maybe_sent
 
-    async def _finish(self, op: Operation, outcome: Outcome, still_maybe_sent: bool = False) -> None:
+    @staticmethod
+    async def _look_up(
+        lookup: Callable[[str], Awaitable[bool | Outcome]], key: str, limiter: RateLimiter
+    ) -> bool | Outcome:
+        """A look-up is a harmless read: a flaky answer is asked again at once (a few times, briefly)
+        rather than costing the operation a whole backoff step before it may post."""
+        for pause in LOOKUP_RETRY_PAUSES:
+            await limiter.acquire()
+            found = await lookup(key)
+            if not isinstance(found, Outcome) or found.result is not Result.RETRY or found.status_code == 429:
+                return found
+            await asyncio.sleep(pause)
+        await limiter.acquire()
+        return await lookup(key)
+
+    async def _finish(self, op: Operation, outcome: Outcome, still_maybe_sent: bool, ticket: Ticket | None) -> None:
         now = self.clock()
-        if op.scope in self._health:
-            self._health[op.scope].record(outcome, now)
+        program_failure = False
+        breaker = self._breakers.get(op.scope)
+        if breaker is not None and ticket is not None:
+            program_failure = breaker.record(ticket, _verdict(outcome), now, outcome.retry_after)
         settings = self.config.delivery
         attempts = op.attempts + 1
         fields: dict[str, object] = {"lease_owner": None, "lease_until": None, "reason": outcome.detail}
         if outcome.result is Result.RETRY:
             fields["maybe_sent"] = int(outcome.maybe_sent or still_maybe_sent)
-            if attempts >= settings.max_attempts:
+            if program_failure:
+                # Partnero is down for everyone: the breaker paces the retries, and this operation
+                # keeps its attempt budget for failures that are its own
+                fields["attempts"] = op.attempts
+                fields["next_attempt_at"] = now + backoff_seconds(
+                    max(op.attempts, 1),
+                    settings.initial_backoff_seconds,
+                    settings.breaker_max_pause_seconds,
+                    outcome.retry_after,
+                )
+            elif attempts >= settings.max_attempts:
                 fields["status"] = OpStatus.DEAD
                 fields["reason"] = f"gave up after {attempts} attempts: {outcome.detail}"
             else:
@@ -363,7 +292,9 @@ class Worker:
                 Result.DEAD: OpStatus.DEAD,
             }[outcome.result]
             fields["maybe_sent"] = 0
-        attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail)
+        started = self._attempt_started.pop(op.id, None)
+        latency = time.perf_counter() - started if started is not None else None
+        attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail, latency)
 
         final = fields.get("status")
 
@@ -374,6 +305,8 @@ class Worker:
                 settle(tx, op, final, str(fields["reason"]), now)
 
         await self.store.run(write)
+        for hook in self.on_finished:
+            hook(op, outcome, final if isinstance(final, OpStatus) else None, latency)
         log.info(
             "operation %s %s %s: %s (%s)",
             op.id,
@@ -382,3 +315,12 @@ class Worker:
             outcome.result.value,
             outcome.detail,
         )
+
+
+def _verdict(outcome: Outcome) -> Verdict:
+    """What an operation's outcome says about the program as a whole."""
+    if outcome.result is Result.RETRY:
+        return Verdict.RATE_LIMITED if outcome.status_code == 429 else Verdict.FAILURE
+    if outcome.result is Result.DEAD:
+        return Verdict.NEUTRAL
+    return Verdict.SUCCESS

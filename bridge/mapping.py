@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bridge.events import CustomerFacts, NormalizedEvent
+from bridge.suggest import did_you_mean
 
 _PLAIN_SOURCES = {"external_id", "email", "customer_id"}
 # answered from the bridge's own records (bridge.memory), not from the payment
@@ -26,8 +27,10 @@ def validate_sources(sources: Sequence[str]) -> None:
             continue
         if source.startswith("metadata.") and len(source) > len("metadata."):
             continue
-        allowed = "metadata.<name>, " + ", ".join(sorted(_PLAIN_SOURCES | RECORDED_SOURCES))
-        raise ValueError(f"unknown source {source!r} (use {allowed})")
+        known = _PLAIN_SOURCES | RECORDED_SOURCES
+        allowed = "metadata.<name>, " + ", ".join(sorted(known))
+        hint = did_you_mean(source, known)
+        raise ValueError(f"unknown source {source!r}{hint} (use {allowed})")
 
 
 def resolve_customer_key(event: NormalizedEvent, sources: Sequence[str], recall: Recall | None = None) -> str | None:

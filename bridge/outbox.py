@@ -5,7 +5,7 @@ Runs inside one store transaction per call, so a crash leaves either all of a ca
 A payment's ledger (`Payment`) records what was sold, what was refunded and which Partnero key is
 live. Events move it forward; an event that moves nothing (the same payment announced again, a repeated
 cumulative refund total) is recorded as a duplicate. Partnero has no partial refund, so re-booking a
-sale at its net amount deletes the live transaction and creates `<transaction_key>:adj<n>`.
+sale at its net amount deletes the live transaction and creates `<transaction_key>~adj<n>`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,15 @@ CREATE = "create"
 DELETE = "delete"
 
 
+def payment_key(provider_key: str) -> str:
+    """The key a payment is recorded and sent under: the adapter's key with `~` (and `%`, the escape)
+    percent-encoded, so that no id a provider can send ever spells a re-booking key."""
+    return provider_key.replace("%", "%25").replace("~", "%7E")
+
+
 def adjusted_key(transaction_key: str, revision: int) -> str:
     """The Partnero key of the n-th re-booking of a sale (after a partial refund or a won dispute)."""
-    return f"{transaction_key}:adj{revision}"
+    return f"{transaction_key}~adj{revision}"
 
 
 @dataclass
@@ -59,6 +65,8 @@ def record_events(
     """Record each event of `call`, apply it to its payment and enqueue the resulting operations."""
     ids = []
     for seq, event in enumerate(events):
+        if event.transaction_key is not None:
+            event = replace(event, transaction_key=payment_key(event.transaction_key))
         plan = _plan(tx, endpoint, event, now)
         event_id = tx.insert_event(
             NewEvent(
@@ -366,9 +374,9 @@ def _delete(tx: Transaction, endpoint: Endpoint, payment: Payment, now: float) -
         scope, DELETE, payment.transaction_key, payment.current_key, endpoint.name, {"key": payment.current_key}
     )
     create = tx.get_operation(scope, f"{CREATE}:{payment.current_key}")
-    if create is not None and create.status is OpStatus.PENDING and create.attempts == 0 and not create.maybe_sent:
-        # never claimed, so never sent: cancel it rather than pay and claw back
-        tx.update_operation(create.id, now, status=OpStatus.SKIPPED, reason="superseded before it was sent")
+    # never claimed, so never sent: cancel it rather than pay and claw back — decided by the store in one
+    # conditional write, since another process may be claiming it at this very moment
+    if create is not None and tx.cancel_unsent_operation(create.id, now, "superseded before it was sent"):
         return replace(op, status=OpStatus.SKIPPED, reason="its sale was never sent")
     if create is not None and create.status is OpStatus.SKIPPED:
         return replace(op, status=OpStatus.SKIPPED, reason="its sale was not sent (skipped)")

@@ -14,6 +14,9 @@ from urllib.parse import quote
 import httpx
 
 USER_AGENT = "partnero-bridge"
+# how far a look-up reads a transaction list that ignores its `key` filter before asking for the key itself
+LOOKUP_PAGE_SIZE = 100
+LOOKUP_MAX_PAGES = 20
 
 
 class Result(StrEnum):
@@ -109,36 +112,54 @@ class PartneroClient:
         return _classify_failure(response, message)
 
     async def transaction_exists(self, key: str) -> bool | Outcome:
-        """True/False when Partnero answered the look-up, else the outcome to retry on."""
-        items = await self._list("/transactions", {"key": key, "limit": 10})
-        if isinstance(items, Outcome):
-            return items
-        return any(i.get("key") == key and not i.get("deleted_at") for i in items)
+        """True/False when Partnero answered the look-up, else the outcome to retry on.
 
-    async def find_partner(self, email: str) -> dict[str, Any] | Outcome | None:
-        """The program's partner with this email (case-insensitive), None, or the outcome of a failure."""
-        items = await self._list("/partners", {"email": email})
-        if isinstance(items, Outcome):
-            return items
-        wanted = email.strip().lower()
-        return next((i for i in items if str(i.get("email", "")).lower() == wanted), None)
+        `?key=` is the list's only documented filter, and not documented as exact: the key is matched
+        exactly in what comes back, and when the answer shows the filter was ignored (other keys in it)
+        the pages are read on, up to a bound, then the documented single get decides."""
+        for page in range(1, LOOKUP_MAX_PAGES + 1):
+            document = await self._look("/transactions", {"key": key, "limit": LOOKUP_PAGE_SIZE, "page": page})
+            if not isinstance(document, dict):
+                return document
+            data = document.get("data")
+            items = [i for i in (data if isinstance(data, list) else [data]) if isinstance(i, dict)]
+            if any(_is_live(i, key) for i in items):
+                return True
+            filtered = all(i.get("key") == key for i in items)
+            if filtered or not _has_next_page(document, page):
+                return False
+        document = await self._look(f"/transactions/{quote(key, safe='')}", {})
+        return _is_live(document.get("data"), key) if isinstance(document, dict) else document
 
-    async def _list(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]] | Outcome:
-        """The objects of a look-up (`data` as a list or one object; a 404 is none), else the outcome."""
+    async def _look(self, path: str, params: dict[str, Any]) -> dict[str, Any] | bool | Outcome:
+        """A look-up's JSON document; False for a 404; the outcome to retry on when there is no answer."""
         try:
             response = await self._client.get(path, params=params)
         except httpx.TransportError as exc:
             return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
         if response.status_code == 404:
-            return []
+            return False
         if not response.is_success:
             return _classify_failure(response, _message(response))
         try:
-            data = response.json().get("data")
-        except (ValueError, AttributeError):
-            return Outcome(Result.RETRY, "look-up answer is not JSON", response.status_code)
-        items = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
-        return [i for i in items if isinstance(i, dict)]
+            document = response.json()
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            return Outcome(Result.RETRY, "look-up answer is not a JSON object", response.status_code)
+        return document
+
+    async def find_partner(self, email: str) -> dict[str, Any] | Outcome | None:
+        """The program's partner with this email (case-insensitive), None, or the outcome of a failure."""
+        document = await self._look("/partners", {"email": email})
+        if isinstance(document, Outcome):
+            return document
+        if not isinstance(document, dict):
+            return None  # a 404: no such partner
+        data = document.get("data")
+        wanted = email.strip().lower()
+        items = [i for i in (data if isinstance(data, list) else [data]) if isinstance(i, dict)]
+        return next((i for i in items if str(i.get("email", "")).lower() == wanted), None)
 
     async def create_partner(self, body: dict[str, Any]) -> Outcome:
         """POST /partners; an email Partnero already has is reported as delivered (the partner exists)."""
@@ -171,6 +192,20 @@ class PartneroClient:
             return Outcome(Result.RETRY, f"cannot connect: {type(exc).__name__}")
         except httpx.TransportError as exc:
             return Outcome(Result.RETRY, f"no answer: {type(exc).__name__}", maybe_sent=True)
+
+
+def _is_live(item: object, key: str) -> bool:
+    return isinstance(item, dict) and item.get("key") == key and not item.get("deleted_at")
+
+
+def _has_next_page(document: dict[str, Any], page: int) -> bool:
+    """Partnero pages the Laravel way: `links.next`, and `meta.last_page`."""
+    links = document.get("links")
+    if isinstance(links, dict) and links.get("next"):
+        return True
+    meta = document.get("meta")
+    last = meta.get("last_page") if isinstance(meta, dict) else None
+    return isinstance(last, int) and last > page
 
 
 def _classify_failure(response: httpx.Response, message: str) -> Outcome:

@@ -9,6 +9,7 @@ import importlib
 import pkgutil
 from functools import cache
 
+from bridge.suggest import did_you_mean
 from providers.base import ProviderAdapter
 
 _NOT_ADAPTERS = {"base", "signatures"}
@@ -42,4 +43,5 @@ def get_adapter_class(name: str) -> type[ProviderAdapter]:
         return registry()[name]
     except KeyError:
         known = ", ".join(sorted(registry()))
-        raise UnknownProviderError(f"unknown provider {name!r} (known: {known})") from None
+        hint = did_you_mean(name, registry())
+        raise UnknownProviderError(f"unknown provider {name!r}{hint} (known: {known})") from None

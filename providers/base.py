@@ -11,6 +11,7 @@ import hashlib
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs
 
@@ -117,6 +118,8 @@ class ProviderAdapter:
     # checkout links the browser script may decorate with the partner key (none: the provider has no
     # link-level custom data, so the merchant passes it through its own backend)
     checkout_links: ClassVar[tuple[CheckoutLink, ...]] = ()
+    # why `simulate` has no sample for this provider (when `samples/<name>/` is empty or absent)
+    sample_note: ClassVar[str] = ""
 
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:
         self.secrets = tuple(secrets)
@@ -185,6 +188,24 @@ class ProviderAdapter:
 
     def content_type(self) -> str:
         return "application/json"
+
+    @classmethod
+    def sample_events(cls) -> tuple[str, ...]:
+        """Events `partnero-bridge simulate` can send: the files in `providers/samples/<name>/`, sale first."""
+        folder = SAMPLES / cls.name
+        if not folder.is_dir():
+            return ()
+        names = {p.name.split(".", 1)[0] for p in folder.iterdir() if not p.name.startswith(".")}
+        return tuple(sorted(names, key=lambda name: (name != "sale", name)))  # a sale is the default
+
+    def sample(self, event: str, unique: str) -> bytes:
+        """A test-mode sample body of `event`; `{{unique}}` in the file becomes `unique`, so each simulated
+        delivery (and its payment) is new to the bridge."""
+        [path] = [p for p in (SAMPLES / self.name).iterdir() if p.name.split(".", 1)[0] == event]
+        return path.read_bytes().replace(b"{{unique}}", unique.encode("ascii"))
+
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
 def body_hash(body: bytes) -> str:

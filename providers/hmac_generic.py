@@ -57,6 +57,7 @@ class HmacOptions(MappingOptions):
 
 class HmacAdapter(ProviderAdapter):
     name: ClassVar[str] = "hmac"
+    sample_note: ClassVar[str] = "the payload layout is your own `fields` map; send a test payment from your system"
     Options: ClassVar[type[AdapterOptions]] = HmacOptions
 
     def __init__(self, secrets: Sequence[str], options: AdapterOptions) -> None:

@@ -110,6 +110,9 @@ class MollieOptions(AdapterOptions):
 class MollieAdapter(ProviderAdapter):
     name = "mollie"
     Options = MollieOptions
+    sample_note: ClassVar[str] = (
+        "Mollie's webhooks only name a payment the bridge then fetches from Mollie; make a test-mode payment"
+    )
     # Mollie reports a chargeback once the money is taken back: there is no open phase to wait through
     reports_dispute_outcome: ClassVar[bool] = True
 

@@ -418,6 +418,7 @@ class _Transmission:
 
 class PayPalAdapter(ProviderAdapter):
     name: ClassVar[str] = "paypal"
+    sample_note: ClassVar[str] = "PayPal signs with its own certificate; use the sandbox's webhook simulator"
     Options: ClassVar[type[AdapterOptions]] = PayPalOptions
     reports_dispute_outcome: ClassVar[bool] = True
 

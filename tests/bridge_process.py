@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -95,6 +96,29 @@ class BridgeProcess:
     def restart(self) -> BridgeProcess:
         self.kill()
         return self.start()
+
+    def settled(self) -> bool:
+        """Every stored call parsed and no operation waiting: the worker has nothing left to send."""
+        path = self.workdir / "bridge.db"
+        if not path.exists():
+            return False
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            received = conn.execute("SELECT COUNT(*) FROM calls WHERE status = 'received'").fetchone()[0]
+            pending = conn.execute("SELECT COUNT(*) FROM operations WHERE status = 'pending'").fetchone()[0]
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return False
+        finally:
+            conn.close()
+        return bool(received == 0 and pending == 0)
+
+    def wait_settled(self, timeout: float = 20.0) -> None:
+        """Poll until `settled`, so a test can then assert that nothing more was (or will be) sent."""
+        deadline = time.monotonic() + timeout
+        while not self.settled():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the bridge still had work after {timeout} s:\n{self.logs()[-3000:]}")
+            time.sleep(0.05)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -98,9 +98,12 @@ class _Fault:
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     commit: bool = True
+    key: str | None = None  # only requests for this transaction key
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, key: str | None = None) -> bool:
         if self.method is not None and self.method.upper() != method:
+            return False
+        if self.key is not None and self.key != key:
             return False
         # A prefix may be written with or without the /v1 version segment.
         return self.path is None or path.startswith(self.path) or path[3:].startswith(self.path)
@@ -142,6 +145,8 @@ class PartneroServer:
         self.duplicate_customer: DuplicateCustomer = duplicate_customer
         self.commission_rate = commission_rate
         self.latency = 0.0  # seconds every request spends "processing", in flight, before its effect
+        # the list's `key` filter is documented, but not as exact: a Partnero that ignores it must be read right
+        self.ignore_key_filter = False
         self._lock = threading.Lock()
         self._partners: dict[str, Partner] = {}
         self._customers: dict[str, Customer] = {}
@@ -206,6 +211,26 @@ class PartneroServer:
             self._customers[key] = customer
         return customer
 
+    def add_transaction(self, key: str, customer_key: str, amount: Decimal = Decimal("10.00")) -> Transaction:
+        """A sale recorded at Partnero by someone else (another integration, an earlier run)."""
+        with self._lock:
+            customer = self._customers.get(customer_key)
+            transaction = Transaction(
+                id=len(self._transactions) + 1,
+                key=key,
+                amount=amount,
+                reward=None,
+                amount_units="USD",
+                action="sale",
+                customer_key=customer_key,
+                partner_key=customer.partner_key if customer else None,
+                created_at=_timestamp(),
+                deleted_at=None,
+                body={},
+            )
+            self._transactions.append(transaction)
+        return transaction
+
     @property
     def transactions(self) -> list[Transaction]:
         """Every transaction ever stored, in order, deleted ones included."""
@@ -249,6 +274,7 @@ class PartneroServer:
             self._chaos = None
         self.unknown_customer, self.duplicate_customer = self._defaults
         self.latency = 0.0
+        self.ignore_key_filter = False
 
     def wait_for(self, condition: Callable[[PartneroServer], bool], timeout: float = 10.0) -> None:
         """Poll until `condition(self)` holds; the bridge runs in another process, so tests must wait."""
@@ -267,10 +293,17 @@ class PartneroServer:
         *,
         method: str | None = None,
         path: str | None = None,
+        key: str | None = None,
     ) -> None:
-        """Answer the next n matching calls with `status` without committing anything."""
+        """Answer the next n matching calls (for one transaction key, if given) with `status`, committing nothing."""
         body = {"message": "Server Error"} if body is None else body
-        self._add_fault(_Fault("fail", n, method, path, status, body, dict(headers or {})))
+        self._add_fault(_Fault("fail", n, method, path, status, body, dict(headers or {}), key=key))
+
+    def clear_faults(self) -> None:
+        """Partnero heals: every queued fault and the random failures stop; the data stays."""
+        with self._lock:
+            self._faults.clear()
+            self._chaos = None
 
     def rate_limit_next(
         self, n: int = 1, retry_after: int | str | None = None, *, method: str | None = None, path: str | None = None
@@ -301,9 +334,9 @@ class PartneroServer:
         with self._lock:
             self._faults.append(fault)
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str, key: str | None) -> _Fault | None:
         for fault in self._faults:
-            if fault.remaining > 0 and fault.matches(method, path):
+            if fault.remaining > 0 and fault.matches(method, path, key):
                 fault.remaining -= 1
                 return fault
         if self._chaos is not None:
@@ -336,7 +369,7 @@ class PartneroServer:
         key = _transaction_key(call) if keyed else None
         authorized = request.headers.get("authorization") == f"Bearer {self.api_key}"
         with self._lock:
-            fault = self._take_fault(method, path) if authorized else None
+            fault = self._take_fault(method, path, key) if authorized else None
             if key is not None:
                 self._in_flight[key] += 1
             in_flight = self._in_flight[key] if key is not None else 0
@@ -445,7 +478,8 @@ class PartneroServer:
         except ValueError:
             return _invalid({"limit": ["The limit and page must be integers."]})
         key = call.query.get("key")
-        found = [t for t in self._transactions if t.live and (key is None or t.key == key)]
+        wanted = None if self.ignore_key_filter else key
+        found = [t for t in self._transactions if t.live and (wanted is None or t.key == wanted)]
         chunk = found[(page - 1) * limit : page * limit]
         last = max((len(found) + limit - 1) // limit, 1)
         path = f"{self.url}/transactions"

@@ -42,7 +42,7 @@ def test_dead_event_listed_shown_replayed_once(
     body, headers, query = LS.signed(sale["file"])
     assert bridge.post("shop", body, headers, query).status_code == 200
     partnero.wait_for(lambda s: len(s.requests) == 1)
-    time.sleep(0.3)
+    bridge.wait_settled()
 
     listed = cli(bridge, "events", "--status", "dead", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -75,7 +75,7 @@ def test_dead_event_listed_shown_replayed_once(
     # replaying a delivered event sends nothing
     again = cli(bridge, "replay", row["id"])
     assert "nothing to replay" in again.stdout
-    time.sleep(1.5)
+    bridge.wait_settled()
     assert len(partnero.transactions) == 1
     shown = json.loads(cli(bridge, "events", "show", row["id"], "--json").stdout)
     assert [a["outcome"] for a in shown["operations"][0]["attempts"]] == ["dead", "delivered"]
@@ -88,7 +88,7 @@ def test_unparsed_calls_are_listed_and_replayable(
     junk = b'{"meta": {"event_name": "order_created"}, "data": 7}'
     signed = LS.endpoint().adapter.sign(junk, LS.secret, time.time())
     assert bridge.post("shop", junk, dict(signed.headers)).status_code == 200
-    time.sleep(0.5)
+    bridge.wait_settled()
     failed = json.loads(cli(bridge, "events", "--status", "failed", "--json").stdout)
     assert [r["id"] for r in failed] == ["call:1"]
     assert failed[0]["reason"].startswith("cannot parse")

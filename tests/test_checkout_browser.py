@@ -8,7 +8,6 @@ Chromium resolves no host name at all here (`--host-resolver-rules`), so the pro
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -25,22 +24,12 @@ from starlette.types import ASGIApp
 from bridge.app import create_app
 from bridge.config import Config, DeliverySettings, PartneroSettings, ServerSettings
 from bridge.store.sqlite import SQLiteStore
+from tests.browser_kit import browser_mark, chromium, skip_reason
 
-INSTALL = "apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+if skip_reason() is None:
     from selenium.webdriver.support.wait import WebDriverWait
-except ImportError:  # pragma: no cover - depends on the machine
-    webdriver = None  # type: ignore[assignment]
 
-if webdriver is None:
-    pytestmark = pytest.mark.skip(reason="selenium is not installed: pip install -e '.[dev]'")
-elif CHROMIUM is None or CHROMEDRIVER is None:
-    pytestmark = pytest.mark.skip(reason=f"chromium and chromedriver are needed for the browser test: {INSTALL}")
+pytestmark = browser_mark()
 
 # the partner key as PartneroJS stores it: URI-encoded
 COOKIE_VALUE = "ptr%2042%2F%C3%A9"
@@ -170,28 +159,8 @@ def shop_url(bridge_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        # no DNS at all: provider hosts fail at once instead of reaching the network
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(15)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def open_shop(browser: Any, shop_url: str, cookie: str | None) -> dict[str, Any]:

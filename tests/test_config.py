@@ -50,14 +50,14 @@ def test_errors_name_the_yaml_path() -> None:
         parse_config({"delivery": {"max_attempts": 0}, "serverr": {}})
     assert sorted(error.value.problems) == [
         "delivery.max_attempts: Input should be greater than or equal to 1",
-        "serverr: unknown setting",
+        "serverr: unknown setting (did you mean 'server'?)",
     ]
 
 
 def test_adapter_options_are_validated_by_the_adapter() -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(_endpoints(amount_fieldd="total"))
-    assert error.value.problems == ["endpoints.ls.amount_fieldd: unknown setting"]
+    assert error.value.problems == ["endpoints.ls.amount_fieldd: unknown setting (did you mean 'amount_field'?)"]
 
 
 def test_rotation_and_per_endpoint_partnero_override() -> None:
@@ -115,3 +115,33 @@ def test_check_config_user_mistake_is_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "endpoints.ls.secret: required" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_mistake_in_one_run_with_did_you_mean() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "servr": {"port": 8080},
+                "admin": {"tokn": "x"},
+                "store": {"url": "sqlite://", "retention_dys": 3},
+                "endpoints": {
+                    "a": {"provider": "lemonsqeezy", "secret": "s"},
+                    "b": {"provider": "polar", "secret": "s", "customer_key": ["emial"]},
+                    "c": {"provider": "creem"},
+                    "d": {"provider": "gumroad", "secret": "s", "tset_mode": "skip"},
+                },
+            }
+        )
+    problems = caught.value.problems
+    expected = [
+        "servr: unknown setting (did you mean 'server'?)",
+        "admin.tokn: unknown setting (did you mean 'token'?)",
+        "store.StoreSettings.retention_dys: unknown setting (did you mean 'retention_days'?)",
+        "endpoints.a.provider: unknown provider 'lemonsqeezy' (did you mean 'lemonsqueezy'?)",
+        "endpoints.b.customer_key: unknown source 'emial' (did you mean 'email'?)",
+        "endpoints.c.secret: required",
+        "endpoints.d.tset_mode: unknown setting (did you mean 'test_mode'?)",
+    ]
+    for line in expected:
+        assert any(p.startswith(line) for p in problems), (line, problems)
+    assert not any("did you mean" in p for p in problems if p.startswith("store.str"))

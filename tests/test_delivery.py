@@ -10,11 +10,12 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import parse_qs
 
 import pytest
 
 from bridge.config import Config, DeliverySettings, Endpoint, EndpointSettings, PartneroSettings, ServerSettings
-from bridge.delivery import Worker, backoff_seconds
+from bridge.delivery import Worker
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent
 from bridge.store.base import EventFilter, EventView, Operation, OpStatus, Store, StoredCall
 from bridge.store.postgres import PostgresStore
@@ -223,20 +224,20 @@ def test_partial_refunds_rebook_the_net_amount_under_derived_keys(make: Any, par
     h.receive({"kind": "refund", "key": "t:4", "amount": "10.00"})
     h.drain()
     assert h.methods() == ["POST", "DELETE", "POST"]
-    assert partnero.ledger() == {"t:4:adj1": [Decimal("40.00")]}
+    assert partnero.ledger() == {"t:4~adj1": [Decimal("40.00")]}
     # a provider reporting a cumulative total repeats it: nothing moves
     h.receive({"kind": "refund", "key": "t:4", "amount": None, "refunded_total": "10.00"})
     h.drain()
     assert len(h.methods()) == 3
     h.receive({"kind": "refund", "key": "t:4", "amount": None, "refunded_total": "25.00"})
     h.drain()
-    assert partnero.ledger() == {"t:4:adj2": [Decimal("25.00")]}
+    assert partnero.ledger() == {"t:4~adj2": [Decimal("25.00")]}
     # the rest is refunded: the sale is gone entirely
     h.receive({"kind": "refund", "key": "t:4", "amount": "25.00"})
     h.drain()
     assert partnero.ledger() == {}
     assert h.methods()[-1] == "DELETE"
-    assert [t.key for t in partnero.transactions] == ["t:4", "t:4:adj1", "t:4:adj2"]
+    assert [t.key for t in partnero.transactions] == ["t:4", "t:4~adj1", "t:4~adj2"]
 
 
 def test_the_same_refund_announced_twice_is_applied_once(make: Any, partnero: PartneroServer) -> None:
@@ -246,7 +247,7 @@ def test_the_same_refund_announced_twice_is_applied_once(make: Any, partnero: Pa
     h.receive({"kind": "refund", "key": "t:4r", "amount": "5.00", "refund_id": "re_1", "type": "refund.created"})
     h.receive({"kind": "refund", "key": "t:4r", "amount": "5.00", "refund_id": "re_1", "type": "refund.updated"})
     h.drain()
-    assert partnero.ledger() == {"t:4r:adj1": [Decimal("45.00")]}
+    assert partnero.ledger() == {"t:4r~adj1": [Decimal("45.00")]}
 
 
 def test_partial_refund_policy_ignore_records_only(make: Any, partnero: PartneroServer) -> None:
@@ -306,12 +307,16 @@ def test_validation_error_is_dead_with_partneros_message(make: Any, partnero: Pa
 
 def test_gives_up_after_max_attempts(make: Any, partnero: PartneroServer) -> None:
     h = make()
-    partnero.fail_next(10, status=500, method="POST")
-    partnero.fail_next(10, status=500, method="GET")
+    # Partnero refuses this one payment while it is otherwise up (its key check answers)
+    partnero.fail_next(100, status=500, method="POST", path="/v1/transactions")
+    partnero.fail_next(100, status=500, method="GET", path="/v1/transactions")
     h.receive({"key": "t:10"})
     h.drain()
-    # a 500 may come after a commit, so every retry first looks the key up
-    assert h.methods() == ["POST", "GET", "GET", "GET"]
+    # a 500 may come after a commit, so every retry first looks the key up (a flaky look-up is asked
+    # three times within one attempt) and never posts blindly; the third failed attempt opens the
+    # breaker, whose probe finds Partnero up, so that attempt was not the payment's own and is not counted
+    assert h.methods() == ["POST"] + ["GET"] * 3 * 4
+    assert [r.path for r in partnero.requests].count("/v1/test") == 1
     op = h.operation("create:t:10")
     assert op.status is OpStatus.DEAD
     assert op.reason and op.reason.startswith("gave up after 4 attempts")
@@ -403,14 +408,6 @@ def test_ignored_events_keep_their_reason(make: Any, partnero: PartneroServer) -
     assert (event.status, event.reason) == ("ignored", "subscription.updated moves no money")
 
 
-def test_backoff_grows_with_jitter_and_respects_retry_after() -> None:
-    delays = [backoff_seconds(n, 2, 3600) for n in range(1, 8)]
-    for n, delay in enumerate(delays, start=1):
-        assert 2**n * 0.5 <= delay <= 2**n
-    assert backoff_seconds(30, 2, 60) <= 60
-    assert backoff_seconds(1, 2, 60, retry_after=45) >= 45
-
-
 def test_won_dispute_after_reversal_restores_the_sale(make: Any, partnero: PartneroServer) -> None:
     h = make(disputes="reverse_on_open")
     h.receive({"key": "t:20", "amount": "30.00"})
@@ -423,7 +420,7 @@ def test_won_dispute_after_reversal_restores_the_sale(make: Any, partnero: Partn
     assert h.methods() == ["POST", "DELETE"]
     h.receive({"kind": "dispute", "key": "t:20", "dispute": "won"})
     h.drain()
-    assert partnero.ledger() == {"t:20:adj1": [Decimal("30.00")]}
+    assert partnero.ledger() == {"t:20~adj1": [Decimal("30.00")]}
 
 
 def test_disputes_ignore_policy(make: Any, partnero: PartneroServer) -> None:
@@ -450,8 +447,9 @@ def test_provider_api_down_defers_the_read_then_gives_up(make: Any, partnero: Pa
 
 def test_partnero_down_pauses_the_whole_program_instead_of_hammering(make: Any, partnero: PartneroServer) -> None:
     h = make()
-    h.worker._health[h.endpoint.partnero.scope].initial = 0.3
-    h.worker._health[h.endpoint.partnero.scope].maximum = 0.6
+    breaker = h.worker._breakers[h.endpoint.partnero.scope]
+    breaker.initial_pause = breaker.pause = 0.3
+    breaker.max_pause = 0.6
     partnero.fail_next(10_000, status=503)
     h.receive(*({"key": f"t:down{i}"} for i in range(10)))
     h.run(h.worker.process_received())
@@ -493,8 +491,8 @@ def test_a_failed_look_up_keeps_the_attempt_uncertain(make: Any, partnero: Partn
     """Found by the fault-injection run: a 429 on the look-up must not clear the maybe-sent mark."""
     h = make()
     partnero.break_next(1, commit=True, method="POST")
-    partnero.rate_limit_next(1, retry_after=0, method="GET")
-    partnero.break_next(1, commit=False, method="GET")
+    partnero.rate_limit_next(1, retry_after=0, method="GET", path="/v1/transactions")
+    partnero.break_next(1, commit=False, method="GET", path="/v1/transactions")
     h.receive({"key": "t:lookup"})
     h.drain()
     assert h.methods() == ["POST", "GET", "GET", "GET"]
@@ -510,3 +508,67 @@ def test_sales_that_are_not_positive_are_skipped(make: Any, partnero: PartneroSe
         "sale amount -5.00 is not positive",
         "sale amount 0.00 is not positive",
     ]
+
+
+def test_replaying_an_operation_that_may_have_been_sent_looks_it_up_first(make: Any, partnero: PartneroServer) -> None:
+    from bridge import admin
+
+    h = make()
+    # Partnero committed the sale but every answer was lost, and every look-up failed: dead, maybe sent
+    partnero.break_next(1, commit=True, method="POST", path="/v1/transactions")
+    partnero.fail_next(100, status=500, method="GET", path="/v1/transactions")
+    h.receive({"key": "t:replayed"})
+    h.drain()
+    op = h.operation("create:t:replayed")
+    assert op.status is OpStatus.DEAD and op.maybe_sent
+    partnero.reset()
+    partnero.add_customer("buyer@example.com")
+    partnero.add_transaction("t:replayed", "buyer@example.com")
+    [event] = h.events("dead")
+    assert h.run(admin.replay_one(h.store, str(event.id))).replayed
+    h.drain()
+    # the replay asked first and found the sale: nothing is posted a second time
+    assert h.methods() == ["GET"]
+    assert h.operation("create:t:replayed").status is OpStatus.DELIVERED
+    assert len(partnero.transactions) == 1
+
+
+@pytest.mark.parametrize("ignore_filter", [False, True], ids=["filter-honoured", "filter-ignored"])
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
+def test_the_look_up_reads_the_key_exactly_whether_or_not_partnero_filters(
+    make: Any, partnero: PartneroServer, ignore_filter: bool, committed: bool
+) -> None:
+    h = make()
+    partnero.ignore_key_filter = ignore_filter
+    # many other sales, so that a list ignoring its filter spans several pages; one key shares a prefix
+    for n in range(230):
+        partnero.add_transaction(f"t:other{n}", "buyer@example.com")
+    partnero.add_transaction("t:lk-1", "buyer@example.com")
+    partnero.break_next(1, commit=committed, method="POST", path="/v1/transactions")
+    h.receive({"key": "t:lk"})
+    h.drain()
+    assert [t.key for t in partnero.live_transactions()].count("t:lk") == 1
+    posts = [r for r in partnero.requests if r.method == "POST" and r.path == "/v1/transactions"]
+    assert len(posts) == (1 if committed else 2)
+    pages = [
+        parse_qs(r.query)["page"][0] for r in partnero.requests if r.method == "GET" and r.path == "/v1/transactions"
+    ]
+    assert pages == (["1", "2", "3"] if ignore_filter else ["1"])
+
+
+def test_the_soak_would_catch_a_worker_sending_one_key_twice_at_once(make: Any, partnero: PartneroServer) -> None:
+    """The fault-injection run asserts no overlap; this shows that assertion can fail."""
+    from tests.test_faults import in_flight_overlaps
+
+    h = make()
+    partnero.latency = 0.2
+    h.receive({"key": "t:twice"})
+    h.run(h.worker.process_received())
+    now = time.time()
+    [op] = h.run(h.store.run(lambda tx: tx.claim_operations("x", now, now + 60, 10)))
+
+    async def a_worker_that_overlaps() -> None:
+        await asyncio.gather(h.worker._send(op), h.worker._send(op))
+
+    h.run(a_worker_that_overlaps())
+    assert [r.transaction_key for r in in_flight_overlaps(partnero)] == ["t:twice"]

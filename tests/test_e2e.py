@@ -27,11 +27,6 @@ def _posts(partnero: PartneroServer, method: str = "POST") -> list[object]:
     return [r for r in partnero.requests if r.method == method and r.path.startswith("/v1/transactions")]
 
 
-def _settle(seconds: float = 0.6) -> None:
-    """Give the worker time to (wrongly) send more than it should before asserting it did not."""
-    time.sleep(seconds)
-
-
 def test_every_registered_provider_is_in_the_shared_suite() -> None:
     """A provider is registered by adding its module; it may not skip these cases by omitting e2e.json."""
     assert {c.provider for c in CASES} == set(registry())
@@ -63,7 +58,7 @@ def test_sale_duplicates_refund_and_bad_signatures(
     for _ in range(3):
         assert bridge.post("shop", body, headers, query).status_code == 200
     partnero.wait_for(lambda s: len(_posts(s)) >= 1)
-    _settle()
+    bridge.wait_settled()
     creates = _posts(partnero)
     assert len(creates) == 1, bridge.logs()
     sent = partnero.live_transactions()
@@ -77,7 +72,7 @@ def test_sale_duplicates_refund_and_bad_signatures(
     body, headers, query = case.signed(refund["file"])
     assert bridge.post("shop", body, headers, query).status_code == 200
     partnero.wait_for(lambda s: len(_posts(s, "DELETE")) >= 1)
-    _settle(0.3)
+    bridge.wait_settled()
     deletes = _posts(partnero, "DELETE")
     assert len(deletes) == 1
     assert partnero.live_transactions() == []
@@ -98,7 +93,7 @@ def test_test_mode_events_are_skipped_by_default(
     body, headers, query = case.signed(case.spec["sale"]["file"])
     assert bridge.post("shop", body, headers, query).status_code == 200
     partnero.wait_for(lambda s: len(_posts(s)) >= 1)
-    _settle(0.3)
+    bridge.wait_settled()
     assert [t.key for t in partnero.transactions] == [case.spec["sale"]["key"]]
 
 
@@ -122,7 +117,7 @@ def test_unknown_endpoint_oversize_and_malformed_bodies(
     for junk in (b"not json at all", b'{"meta": 1}', b"[]", b"\xff\xfe"):
         signed = first_case.endpoint().adapter.sign(junk, first_case.secret, time.time())
         assert bridge.post("shop", junk, dict(signed.headers)).status_code == 200
-    time.sleep(0.3)
+    bridge.wait_settled()
     assert httpx.get(f"{bridge.url}/healthz").status_code == 200
     assert httpx.get(f"{bridge.url}/readyz").status_code == 200
     assert _posts(partnero) == []
@@ -144,7 +139,7 @@ def test_partnero_errors_are_retried_and_delivered_once(
     body, headers, query = first_case.signed(sale["file"])
     assert bridge.post("shop", body, headers, query).status_code == 200
     partnero.wait_for(lambda s: len(s.live_transactions()) == 1, timeout=15)
-    _settle()
+    bridge.wait_settled()
     assert len(partnero.live_transactions()) == 1
     assert len(partnero.transactions) == 1
     assert len([r for r in _posts(partnero) if r.status == 503]) == 3
@@ -165,7 +160,7 @@ def test_sigkill_after_the_answer_loses_nothing_and_sends_once(
     bridge.start()
     # after the restart the bridge must find the committed sale instead of posting it again
     partnero.wait_for(lambda s: any(r.method == "GET" for r in s.requests), timeout=15)
-    _settle()
+    bridge.wait_settled()
     assert len(partnero.transactions) == 1
     assert len(_posts(partnero)) == 1
 
@@ -185,7 +180,7 @@ def test_sigkill_before_delivery_delivers_after_restart(
     partnero.add_customer(sale["customer_key"])
     bridge.start()
     partnero.wait_for(lambda s: len(s.live_transactions()) == 1, timeout=15)
-    _settle()
+    bridge.wait_settled()
     assert len(partnero.live_transactions()) == 1
 
 

@@ -52,7 +52,10 @@ from tests.fuzz_kit import (
 T = TypeVar("T")
 
 FAST, SLOW = 60, 1000
-BUDGETS = [pytest.param(FAST, id="fast"), pytest.param(SLOW, id="slow", marks=pytest.mark.slow)]
+BUDGETS = [
+    pytest.param(FAST, id="fast"),
+    pytest.param(SLOW, id="slow", marks=[pytest.mark.slow, pytest.mark.timeout(1200)]),
+]
 PROVIDERS = [case.provider for case in CASES]
 # adapters that override `authenticate` (PayPal's certificate fetch) or read through an API (Mollie)
 NEEDS_NETWORK = {

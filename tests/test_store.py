@@ -173,7 +173,7 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) ->
 
         def setup(tx: Transaction) -> None:
             first = tx.insert_operation(_op("delete", "k"), now)
-            tx.insert_operation(_op("create", "k", target="k:adj1"), now)
+            tx.insert_operation(_op("create", "k", target="k~adj1"), now)
             tx.update_operation(first, now, status=OpStatus.DEAD)
 
         await store.run(setup)
@@ -182,7 +182,7 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) ->
         assert dead is not None
         await store.run(lambda tx: tx.update_operation(dead.id, now, status=OpStatus.DELIVERED))
         [op] = await store.run(lambda tx: tx.claim_operations("w", now + 1, now + 60, 10))
-        assert (op.op_key, op.transaction_key, op.target_key) == ("create:k:adj1", "k", "k:adj1")
+        assert (op.op_key, op.transaction_key, op.target_key) == ("create:k~adj1", "k", "k~adj1")
 
     run(_with_store(engine, body))
 
@@ -190,7 +190,7 @@ def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) ->
 def test_payments_ledger_round_trip(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         payment = Payment(
-            "p", "k", "e", PaymentState.ACTIVE, "k:adj2", 2, {"amount": "9.99"}, Decimal("1.50"), ("re_1", "re_2")
+            "p", "k", "e", PaymentState.ACTIVE, "k~adj2", 2, {"amount": "9.99"}, Decimal("1.50"), ("re_1", "re_2")
         )
         await store.run(lambda tx: tx.put_payment(payment, 1.0))
         assert await store.run(lambda tx: tx.get_payment("p", "k")) == payment
@@ -250,3 +250,199 @@ def test_ping_and_closed_store(engine: StoreFactory) -> None:
             await store.run(lambda tx: tx.ping())
 
     run(body())
+
+
+def test_a_sqlite_store_belongs_to_one_process_at_a_time(tmp_path: Path) -> None:
+    from bridge.store.base import StoreInUse
+
+    path = str(tmp_path / "data" / "bridge.db")
+    first, second = SQLiteStore(path), SQLiteStore(path)
+
+    async def scenario() -> None:
+        await first.hold_exclusive()
+        with pytest.raises(StoreInUse, match=r"in use by another partnero-bridge process.*PostgreSQL"):
+            await second.hold_exclusive()
+        await first.close()  # the owner goes away: the lock goes with it
+        await second.hold_exclusive()
+        await second.close()
+
+    run(scenario())
+
+
+def test_a_second_serve_process_on_the_same_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.bridge_process import ROOT, BridgeProcess
+
+    first = BridgeProcess(tmp_path, {"endpoints": {}, "partnero": {"dry_run": True}})
+    try:
+        first.start()
+        started = time.monotonic()
+        second = subprocess.run(
+            [sys.executable, "-m", "bridge", "serve", "--config", str(first.config_path), "--port", "0"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 2
+        assert time.monotonic() - started < 10
+        assert "in use by another partnero-bridge process" in second.stderr and "PostgreSQL" in second.stderr
+        # the first one is untouched and still serving
+        assert first.proc is not None and first.proc.poll() is None
+    finally:
+        first.kill()
+
+
+def test_cancelling_an_unsent_operation_loses_to_a_claim_committing_at_the_same_moment() -> None:
+    """Found by the scale-out run: a partial refund recorded by one process cancelled a sale another
+    process had just claimed and was sending, so the sale stayed live at full price."""
+    import threading
+
+    import psycopg
+
+    with throwaway_schema() as url:
+        store = PostgresStore(url, pool_size=4)
+        run(store.open())
+        try:
+            now = time.time()
+            op_id = store.run_sync(lambda tx: tx.insert_operation(_op("create", "k"), now))
+            claimed, release = threading.Event(), threading.Event()
+            cancelled: list[bool] = []
+
+            def claim(tx: Transaction) -> None:
+                tx.claim_operations("w", now + 1, now + 60, 10)
+                claimed.set()
+                release.wait(10)  # the claim's transaction is still open
+
+            claimer = threading.Thread(target=store.run_sync, args=(claim,))
+            claimer.start()
+            assert claimed.wait(10)
+            canceller = threading.Thread(
+                target=lambda: cancelled.append(store.run_sync(lambda tx: tx.cancel_unsent_operation(op_id, now, "x")))
+            )
+            canceller.start()
+            deadline = time.monotonic() + 10
+            with psycopg.connect(url) as conn:
+                # wait until the cancel is really blocked on the claim's row lock
+                while conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+            release.set()
+            claimer.join(10)
+            canceller.join(10)
+            assert cancelled == [False]
+            stored = store.run_sync(lambda tx: tx.get_operation_by_id(op_id))
+            assert stored is not None and stored.status is OpStatus.PENDING and stored.attempts == 1
+        finally:
+            run(store.close())
+
+
+def test_an_operator_pause_holds_a_program_for_every_claimer_until_resumed(engine: StoreFactory) -> None:
+    async def body(store: Store) -> None:
+        now = time.time()
+        await store.run(lambda tx: tx.insert_operation(_op("create", "k1", scope="p"), now))
+        await store.run(lambda tx: tx.insert_operation(_op("create", "k2", scope="q"), now))
+        assert await store.run(lambda tx: tx.set_program_paused("p", True, now)) is True
+        assert await store.run(lambda tx: tx.set_program_paused("p", True, now + 5)) is False
+        assert await store.run(lambda tx: tx.paused_programs()) == {"p": now}
+        claimed = await store.run(lambda tx: tx.claim_operations("w", now + 1, now + 60, 10))
+        assert [op.scope for op in claimed] == ["q"]
+        assert await store.run(lambda tx: tx.set_program_paused("p", False, now)) is True
+        assert await store.run(lambda tx: tx.paused_programs()) == {}
+        claimed = await store.run(lambda tx: tx.claim_operations("w", now + 2, now + 60, 10))
+        assert [op.transaction_key for op in claimed] == ["k1"]
+
+    run(_with_store(engine, body))
+
+
+def test_attempt_latency_round_trip(engine: StoreFactory) -> None:
+    async def body(store: Store) -> None:
+        op_id = await store.run(lambda tx: tx.insert_operation(_op("create", "k"), 1.0))
+        await store.run(lambda tx: tx.add_attempt(Attempt(op_id, 2.0, "delivered", 201, "created", 0.125)))
+        await store.run(lambda tx: tx.add_attempt(Attempt(op_id, 3.0, "retry", None, "timeout")))
+        assert [a.latency_seconds for a in await store.run(lambda tx: tx.attempts_of(op_id))] == [0.125, None]
+
+    run(_with_store(engine, body))
+
+
+def _console_events(tx: Transaction) -> None:
+    from bridge.store.base import EventStatus, NewEvent
+
+    def event(n: int, kind: str, key: str | None, email: str | None, status: OpStatus | None, at: float) -> None:
+        call_id, _ = tx.insert_call("shop", f"dlv-{n}", at, "POST", "/", "", {}, b"{}")
+        tx.finish_call(call_id, CallStatus.PROCESSED, None, at)
+        data = {"amount": "10.50", "currency": "EUR", "customer": {"email": email}}
+        queued = EventStatus.QUEUED if status else EventStatus.IGNORED
+        event_id = tx.insert_event(NewEvent(call_id, "shop", 0, kind, "t", key, data, f"cust-{n}", queued), at)
+        if status is not None and key is not None:
+            tx.insert_operation(
+                NewOperation(
+                    "p", "create" if kind == "sale" else "delete", key, key, "shop", {}, status, None, event_id
+                ),
+                at,
+            )
+
+    event(1, "sale", "lemonsqueezy:order:101", "Jane@Example.com", OpStatus.DELIVERED, 1000.0)
+    event(2, "sale", "lemonsqueezy:order:102", "bob@example.com", OpStatus.DEAD, 2000.0)
+    event(3, "refund", "lemonsqueezy:order:101", "jane@example.com", OpStatus.PENDING, 3000.0)
+    event(4, "ignored", None, None, None, 4000.0)
+    call_id, _ = tx.insert_call("shop", "dlv-bad", 5000.0, "POST", "/", "", {}, b"junk")
+    tx.finish_call(call_id, CallStatus.FAILED, "cannot parse", 5000.0)
+
+
+def test_event_search_filters_and_pages(engine: StoreFactory) -> None:
+    from bridge.store.base import EventFilter
+
+    async def body(store: Store) -> None:
+        await store.run(_console_events)
+
+        async def keys(**filters: Any) -> list[str | None]:
+            found = await store.run(lambda tx: tx.list_events(EventFilter(**filters)))
+            return [e.customer_key for e in found]
+
+        assert await keys(q="jane@example.com") == ["cust-3", "cust-1"]
+        assert await keys(q="lemonsqueezy:order:102") == ["cust-2"]
+        assert await keys(q="102") == ["cust-2"]  # the provider's payment id
+        assert await keys(q="cust-3") == ["cust-3"]
+        assert await keys(q="dlv-1") == ["cust-1"]
+        assert await keys(q="10_") == [] and await keys(q="%") == []  # LIKE wildcards are literal
+        assert await keys(q="nobody@example.com") == []
+        assert await keys(kind="sale", status="dead") == ["cust-2"]
+        assert await keys(since=1500.0, until=3500.0) == ["cust-3", "cust-2"]
+        assert await keys(limit=2, offset=1) == ["cust-3", "cust-2"]
+        [failed] = await store.run(lambda tx: tx.failed_calls(EventFilter(q="dlv-bad")))
+        assert failed.error == "cannot parse"
+        assert await store.run(lambda tx: tx.failed_calls(EventFilter(q="dlv-1"))) == []
+
+    run(_with_store(engine, body))
+
+
+def test_overview_counts_queue_and_day_rows(engine: StoreFactory) -> None:
+    async def body(store: Store) -> None:
+        await store.run(_console_events)
+        counts = await store.run(lambda tx: tx.status_counts(1500.0))
+        assert counts == {
+            ("sale", "dead"): 1,
+            ("refund", "pending"): 1,
+            ("ignored", "ignored"): 1,
+            ("unparsed", "failed"): 1,
+        }
+        assert sum((await store.run(lambda tx: tx.status_counts(None))).values()) == 5
+        stats = await store.run(lambda tx: tx.queue_stats())
+        assert (stats.pending_operations, stats.received_calls, stats.dead_operations, stats.failed_calls) == (
+            1,
+            0,
+            1,
+            1,
+        )
+        assert stats.oldest_pending_at == 3000.0
+        rows = await store.run(lambda tx: tx.day_rows(0.0))
+        assert [(r.kind, r.status, r.amount, r.currency) for r in rows] == [
+            ("sale", "delivered", "10.50", "EUR"),
+            ("sale", "dead", "10.50", "EUR"),
+            ("refund", "pending", "10.50", "EUR"),
+        ]
+
+    run(_with_store(engine, body))

@@ -40,6 +40,37 @@ class EventStatus(StrEnum):
 FINAL_OP_STATUSES = (OpStatus.DELIVERED, OpStatus.SKIPPED, OpStatus.DEAD)
 
 
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why, without the values involved."""
+
+
+class UnstorableText(StoreError):
+    """Text that one of the engines cannot hold: PostgreSQL refuses NUL, UTF-8 refuses lone surrogates.
+
+    Both engines refuse it the same way, before the driver sees it, so a call carrying such a value
+    fails alike on SQLite and on PostgreSQL instead of being stored on one and rejected on the other."""
+
+    def __init__(self) -> None:
+        super().__init__("a value holds a NUL character or a lone UTF-16 surrogate, which no store can keep")
+
+
+class StoreInUse(StoreError):
+    """Another process already owns this SQLite store."""
+
+
+def storable(text: str) -> bool:
+    """True unless `text` holds a NUL or a lone surrogate."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class StoredCall:
     id: int
@@ -61,7 +92,7 @@ class Operation:
     """One Partnero call to make exactly once: `create:<target_key>` or `delete:<target_key>`.
 
     `transaction_key` is the payment's key; `target_key` the Partnero transaction this call acts on — the
-    same, or a derived key (`<transaction_key>:adj<n>`) when a partial refund or a won dispute re-books
+    same, or a derived key (`<transaction_key>~adj<n>`) when a partial refund or a won dispute re-books
     the sale. Operations of one payment run strictly in the order they were enqueued.
     """
 
@@ -195,6 +226,7 @@ class EventView:
     reason: str | None
     operation_id: int | None
     created_at: float
+    email: str | None = None  # the buyer's (or the sign-up's) email, for the operator's search
     warning: str | None = None
 
 
@@ -205,6 +237,7 @@ class Attempt:
     outcome: str
     status_code: int | None
     detail: str
+    latency_seconds: float | None = None  # from the claim to Partnero's answer (None: not measured)
 
 
 @dataclass
@@ -214,6 +247,34 @@ class EventFilter:
     since: float | None = None
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str | None = None
+    until: float | None = None
+    # equal to a transaction key, customer key, email, provider payment id (the key's last part) or delivery id
+    q: str | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What waits: operations pending delivery and calls not parsed yet, and what is stuck for good."""
+
+    pending_operations: int
+    received_calls: int
+    oldest_pending_at: float | None
+    dead_operations: int
+    failed_calls: int
+
+
+@dataclass(frozen=True)
+class DayRow:
+    """One sale, refund or dispute event, as the overview's chart counts it."""
+
+    created_at: float
+    endpoint: str
+    kind: str
+    status: str
+    amount: str | None
+    currency: str | None
 
 
 class Transaction(Protocol):
@@ -266,6 +327,11 @@ class Transaction(Protocol):
     def get_operation_by_id(self, operation_id: int) -> Operation | None: ...
     def insert_operation(self, op: NewOperation, at: float) -> int: ...
     def update_operation(self, operation_id: int, at: float, **fields: Any) -> None: ...
+    def cancel_unsent_operation(self, operation_id: int, at: float, reason: str) -> bool:
+        """Skip a pending operation that was never claimed; False (and nothing changed) if it has been,
+        even by a claim committing concurrently in another process."""
+        ...
+
     def claim_operations(
         self,
         owner: str,
@@ -286,6 +352,10 @@ class Transaction(Protocol):
         ...
 
     def release_leases(self, owner: str | None) -> int: ...
+    def release_call_leases(self, call_ids: Sequence[int]) -> int:
+        """Give claimed calls back at once (a worker round that could not finish them)."""
+        ...
+
     def next_due_at(self) -> float | None:
         """When the earliest pending operation or deferred call is due; None when nothing waits."""
         ...
@@ -316,6 +386,23 @@ class Transaction(Protocol):
         ...
 
     def attempts_of(self, operation_id: int) -> list[Attempt]: ...
+    def set_program_paused(self, scope: str, paused: bool, at: float) -> bool:
+        """Pause (or resume) delivery to one Partnero program for every worker process; claims skip a
+        paused program's operations. Returns whether anything changed."""
+        ...
+
+    def paused_programs(self) -> dict[str, float]:
+        """Programs paused by an operator, with the time each was paused."""
+        ...
+
+    def status_counts(self, since: float | None) -> dict[tuple[str, str], int]:
+        """(kind, status) → how many events since `since`; unparsed calls count as ("unparsed", "failed")."""
+        ...
+
+    def queue_stats(self) -> QueueStats: ...
+    def day_rows(self, since: float) -> list[DayRow]:
+        """Sale, refund and dispute events created since `since`, oldest first."""
+        ...
 
 
 class Store(Protocol):
@@ -328,6 +415,11 @@ class Store(Protocol):
         ...
 
     async def open(self) -> None: ...
+    async def hold_exclusive(self) -> None:
+        """Own the store for this process's life where the engine allows only one process (SQLite);
+        raise `StoreInUse` if another process owns it. PostgreSQL: nothing to do."""
+        ...
+
     async def close(self) -> None: ...
     async def ping(self) -> bool: ...
     async def run(self, work: Callable[[Transaction], T]) -> T: ...

@@ -26,6 +26,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("payments", ("scope", "transaction_key")),
     ("customers", ("scope", "customer_key")),
     ("customer_memory", ("scope", "fact", "value")),
+    ("program_pauses", ("scope",)),
 )
 BATCH = 500
 

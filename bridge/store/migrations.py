@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-# migration 3 of both engines: the customer memory (`known:email`, `known:customer_id`) and the warning an
+# migration 4 of both engines: the customer memory (`known:email`, `known:customer_id`) and the warning an
 # operator sees on an event when one email met two keys (SQLite reads DOUBLE PRECISION as REAL)
 CUSTOMER_MEMORY = """
 CREATE TABLE customer_memory (

@@ -123,9 +123,17 @@ ALTER TABLE calls ADD COLUMN lease_until DOUBLE PRECISION;
 CREATE INDEX customers_email ON customers (scope, lower(email));
 """
 
-# migration 3 (the customer memory) seeded with the emails of earlier sales and
+V3_CONSOLE = """
+CREATE TABLE program_pauses (
+    scope TEXT PRIMARY KEY,
+    paused_at DOUBLE PRECISION NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN latency_seconds DOUBLE PRECISION;
+"""
+
+# migration 4 (the customer memory) seeded with the emails of earlier sales and
 # sign-ups (earliest use per email wins); events gain the warning an operator sees when one email met two keys
-V3_CUSTOMER_MEMORY = (
+V4_CUSTOMER_MEMORY = (
     CUSTOMER_MEMORY
     + """
 INSERT INTO customer_memory (scope, fact, value, customer_key, first_used_at, source, updated_at)
@@ -141,7 +149,7 @@ SELECT DISTINCT ON (scope, value) scope, 'email', value, customer_key, used_at, 
 )
 
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CUSTOMER_MEMORY)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY)
 _MIGRATION_LOCK = 0x7062_6D69_6772  # advisory lock id: one migrating process at a time
 
 
@@ -179,6 +187,9 @@ class PostgresStore:
                 record(conn, version, "%s")
                 applied.append(version)
         return applied
+
+    async def hold_exclusive(self) -> None:
+        """Several processes share a PostgreSQL store: leases and row locks keep them apart."""
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from bridge.store.base import (
     CallStatus,
     Customer,
     CustomerState,
+    DayRow,
     EventFilter,
     EventView,
     NewEvent,
@@ -28,8 +29,11 @@ from bridge.store.base import (
     OpStatus,
     Payment,
     PaymentState,
+    QueueStats,
     Remembered,
     StoredCall,
+    UnstorableText,
+    storable,
 )
 
 
@@ -42,6 +46,10 @@ class Dialect:
     # engine has a single writer, nothing to serialize)
     key_lock: str | None = None
     convert: Callable[[str], str] = field(default=lambda sql: sql)
+    # SQL of one text field inside a JSON text column: (column, path) → expression
+    json_text: Callable[[str, tuple[str, ...]], str] = field(
+        default=lambda column, path: f"json_extract({column}, '$.{'.'.join(path)}')"
+    )
 
 
 @lru_cache(maxsize=512)
@@ -56,6 +64,7 @@ POSTGRES = Dialect(
     claim_lock="FOR UPDATE SKIP LOCKED",
     key_lock="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
     convert=_psycopg_params,
+    json_text=lambda column, path: f"({column}::json #>> '{{{','.join(path)}}}')",
 )
 
 
@@ -127,6 +136,9 @@ class SQLTransaction:
         self.dialect = dialect
 
     def _x(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+        values = params.values() if isinstance(params, Mapping) else params
+        if not all(storable(v) for v in values if isinstance(v, str)):
+            raise UnstorableText()
         return self.conn.execute(self.dialect.convert(sql), params)
 
     def ping(self) -> bool:
@@ -371,6 +383,15 @@ class SQLTransaction:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self._x(f"UPDATE operations SET {assignments}, updated_at = ? WHERE id = ?", (*values, at, operation_id))
 
+    def cancel_unsent_operation(self, operation_id: int, at: float, reason: str) -> bool:
+        # PostgreSQL re-checks this WHERE against a row a concurrent claim has just committed
+        cur = self._x(
+            "UPDATE operations SET status = 'skipped', reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'"
+            " AND attempts = 0 AND maybe_sent = 0 AND lease_until IS NULL",
+            (reason, at, operation_id),
+        )
+        return bool(cur.rowcount == 1)
+
     def claim_operations(
         self,
         owner: str,
@@ -389,6 +410,7 @@ class SQLTransaction:
             SELECT {_OP_COLUMNS} FROM operations o
             WHERE o.status = 'pending' AND o.next_attempt_at <= :now {excluded}
               AND (o.lease_until IS NULL OR o.lease_until < :now)
+              AND o.scope NOT IN (SELECT scope FROM program_pauses)
               AND NOT EXISTS (
                 SELECT 1 FROM operations p
                 WHERE p.scope = o.scope AND p.transaction_key = o.transaction_key AND p.id < o.id
@@ -425,6 +447,13 @@ class SQLTransaction:
             released += cur.rowcount
         return released
 
+    def release_call_leases(self, call_ids: Sequence[int]) -> int:
+        released = 0
+        for call_id in call_ids:
+            cur = self._x("UPDATE calls SET lease_owner = NULL, lease_until = NULL WHERE id = ?", (call_id,))
+            released += cur.rowcount
+        return released
+
     def next_due_at(self) -> float | None:
         row = self._x(
             "SELECT MIN(t) FROM (SELECT MIN(next_attempt_at) AS t FROM operations WHERE status = 'pending'"
@@ -434,13 +463,22 @@ class SQLTransaction:
 
     def add_attempt(self, attempt: Attempt) -> None:
         self._x(
-            "INSERT INTO attempts (operation_id, at, outcome, status_code, detail) VALUES (?, ?, ?, ?, ?)",
-            (attempt.operation_id, attempt.at, attempt.outcome, attempt.status_code, attempt.detail),
+            "INSERT INTO attempts (operation_id, at, outcome, status_code, detail, latency_seconds)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                attempt.operation_id,
+                attempt.at,
+                attempt.outcome,
+                attempt.status_code,
+                attempt.detail,
+                attempt.latency_seconds,
+            ),
         )
 
     def attempts_of(self, operation_id: int) -> list[Attempt]:
         rows = self._x(
-            "SELECT operation_id, at, outcome, status_code, detail FROM attempts WHERE operation_id = ? ORDER BY id",
+            "SELECT operation_id, at, outcome, status_code, detail, latency_seconds FROM attempts"
+            " WHERE operation_id = ? ORDER BY id",
             (operation_id,),
         ).fetchall()
         return [Attempt(*r) for r in rows]
@@ -448,23 +486,36 @@ class SQLTransaction:
     def list_events(self, flt: EventFilter) -> list[EventView]:
         where: list[str] = []
         params: list[object] = []
-        if flt.status:
-            where.append("status = ?")
-            params.append(flt.status)
-        if flt.endpoint:
-            where.append("endpoint = ?")
-            params.append(flt.endpoint)
+        for column, value in (("status", flt.status), ("endpoint", flt.endpoint), ("kind", flt.kind)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
         if flt.since is not None:
             where.append("created_at >= ?")
             params.append(flt.since)
+        if flt.until is not None:
+            where.append("created_at < ?")
+            params.append(flt.until)
+        if flt.q:
+            where.append(
+                "(transaction_key = ? OR customer_key = ? OR transaction_key LIKE ? ESCAPE '!'"
+                " OR lower(email) = lower(?) OR call_id IN (SELECT id FROM calls WHERE delivery_id = ?))"
+            )
+            params += [flt.q, flt.q, "%:" + _like_literal(flt.q), flt.q, flt.q]
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = self._x(
-            f"""SELECT * FROM ({_EVENT_VIEW}) AS v {clause} ORDER BY id DESC LIMIT ?""", (*params, flt.limit)
+            f"SELECT * FROM ({self._event_view()}) AS v {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (*params, flt.limit, flt.offset),
         ).fetchall()
         return [EventView(*r) for r in rows]
 
+    def _event_view(self) -> str:
+        email = self.dialect.json_text("e.data", ("customer", "email"))
+        signup_email = self.dialect.json_text("e.data", ("email",))
+        return _EVENT_VIEW.replace("{email}", f"COALESCE({email}, {signup_email})")
+
     def get_event(self, event_id: int) -> tuple[EventView, dict[str, Any]] | None:
-        row = self._x(f"SELECT * FROM ({_EVENT_VIEW}) AS v WHERE id = ?", (event_id,)).fetchone()
+        row = self._x(f"SELECT * FROM ({self._event_view()}) AS v WHERE id = ?", (event_id,)).fetchone()
         if row is None:
             return None
         data = self._x("SELECT data FROM events WHERE id = ?", (event_id,)).fetchone()[0]
@@ -483,11 +534,72 @@ class SQLTransaction:
         if flt.since is not None:
             where.append("received_at >= ?")
             params.append(flt.since)
+        if flt.until is not None:
+            where.append("received_at < ?")
+            params.append(flt.until)
+        if flt.q:
+            where.append("delivery_id = ?")
+            params.append(flt.q)
         rows = self._x(
-            f"SELECT {_CALL_COLUMNS} FROM calls WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-            (*params, flt.limit),
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (*params, flt.limit, flt.offset),
         ).fetchall()
         return [_call(r) for r in rows]
+
+    def set_program_paused(self, scope: str, paused: bool, at: float) -> bool:
+        if paused:
+            cur = self._x(
+                "INSERT INTO program_pauses (scope, paused_at) VALUES (?, ?) ON CONFLICT (scope) DO NOTHING",
+                (scope, at),
+            )
+        else:
+            cur = self._x("DELETE FROM program_pauses WHERE scope = ?", (scope,))
+        return bool(cur.rowcount == 1)
+
+    def paused_programs(self) -> dict[str, float]:
+        rows = self._x("SELECT scope, paused_at FROM program_pauses ORDER BY scope").fetchall()
+        return {str(scope): float(at) for scope, at in rows}
+
+    def status_counts(self, since: float | None) -> dict[tuple[str, str], int]:
+        floor = since if since is not None else float("-inf")
+        rows = self._x(
+            f"SELECT kind, status, COUNT(*) FROM ({self._event_view()}) AS v WHERE created_at >= ?"
+            " GROUP BY kind, status",
+            (floor,),
+        ).fetchall()
+        counts = {(str(kind), str(status)): int(n) for kind, status, n in rows}
+        failed = self._x("SELECT COUNT(*) FROM calls WHERE status = 'failed' AND received_at >= ?", (floor,))
+        unparsed = int(failed.fetchone()[0])
+        if unparsed:
+            counts["unparsed", "failed"] = unparsed
+        return counts
+
+    def queue_stats(self) -> QueueStats:
+        ops = self._x(
+            "SELECT SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END),"
+            " MIN(CASE WHEN status = 'pending' THEN created_at END),"
+            " SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END) FROM operations"
+        ).fetchone()
+        calls = self._x(
+            "SELECT SUM(CASE WHEN status = 'received' THEN 1 ELSE 0 END),"
+            " MIN(CASE WHEN status = 'received' THEN received_at END),"
+            " SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) FROM calls"
+        ).fetchone()
+        oldest = [float(t) for t in (ops[1], calls[1]) if t is not None]
+        return QueueStats(
+            int(ops[0] or 0), int(calls[0] or 0), min(oldest, default=None), int(ops[2] or 0), int(calls[2] or 0)
+        )
+
+    def day_rows(self, since: float) -> list[DayRow]:
+        amount = self.dialect.json_text("e.data", ("amount",))
+        currency = self.dialect.json_text("e.data", ("currency",))
+        rows = self._x(
+            f"SELECT v.created_at, v.endpoint, v.kind, v.status, {amount}, {currency}"
+            f" FROM ({self._event_view()}) AS v JOIN events e ON e.id = v.id"
+            " WHERE v.created_at >= ? AND v.kind IN ('sale', 'refund', 'dispute') ORDER BY v.id",
+            (since,),
+        ).fetchall()
+        return [DayRow(float(r[0]), r[1], r[2], r[3], None if r[4] is None else str(r[4]), r[5]) for r in rows]
 
     def replay_operation(self, operation_id: int, now: float) -> bool:
         cur = self._x(
@@ -528,6 +640,11 @@ SELECT e.id, e.call_id, e.endpoint, e.kind, e.event_type, e.transaction_key, e.c
             FROM operations o WHERE o.event_id = e.id) END AS status,
        CASE WHEN e.status <> 'queued' THEN e.reason ELSE (
             SELECT o.reason FROM operations o WHERE o.event_id = e.id ORDER BY o.id DESC LIMIT 1) END AS reason,
-       e.operation_id, e.created_at, e.warning
+       e.operation_id, e.created_at, {email} AS email, e.warning
 FROM events e
 """
+
+
+def _like_literal(text: str) -> str:
+    """`text` matched literally by LIKE … ESCAPE '!'."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")

@@ -10,6 +10,8 @@ PostgreSQL engine.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -18,7 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.store.base import Transaction
+from bridge.store.base import StoreInUse, Transaction
 from bridge.store.migrations import CUSTOMER_MEMORY, pending, record
 from bridge.store.sql import SQLITE, SQLTransaction
 
@@ -126,10 +128,18 @@ DROP INDEX IF EXISTS customers_email;
 CREATE INDEX customers_email ON customers (scope, lower(email));
 """
 
-# migration 3 (the customer memory) seeded with the emails of earlier sales and
+V3_CONSOLE = """
+CREATE TABLE program_pauses (
+    scope TEXT PRIMARY KEY,
+    paused_at REAL NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN latency_seconds REAL;
+"""
+
+# migration 4 (the customer memory) seeded with the emails of earlier sales and
 # sign-ups (earliest use per email wins: SQLite takes the bare columns from the MIN row); events gain
 # the warning an operator sees when one email met two keys
-V3_CUSTOMER_MEMORY = (
+V4_CUSTOMER_MEMORY = (
     CUSTOMER_MEMORY
     + """
 INSERT INTO customer_memory (scope, fact, value, customer_key, first_used_at, source, updated_at)
@@ -145,7 +155,7 @@ SELECT scope, 'email', value, customer_key, MIN(used_at), source, MIN(used_at) F
 )
 
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CUSTOMER_MEMORY)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY)
 
 
 def path_from_url(url: str) -> str:
@@ -166,6 +176,7 @@ class SQLiteStore:
         self._thread: threading.Thread | None = None
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
+        self._owner_lock: int | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -180,7 +191,28 @@ class SQLiteStore:
         if self._open_error is not None:
             raise self._open_error
 
+    async def hold_exclusive(self) -> None:
+        """A lock held for the process's life, not a lease: the kernel drops it when the process dies,
+        however it dies, so a crashed owner never blocks its successor and two owners never overlap."""
+        if self.path == ":memory:" or self._owner_lock is not None:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreInUse(
+                f"the SQLite store {self.path} is in use by another partnero-bridge process; a SQLite store"
+                " belongs to one process (stop the other one first). To run several processes, use a"
+                " PostgreSQL store (docs/operations.md)."
+            ) from None
+        self._owner_lock = fd
+
     async def close(self) -> None:
+        if self._owner_lock is not None:
+            os.close(self._owner_lock)  # closing the descriptor releases the lock
+            self._owner_lock = None
         if self._thread is None:
             return
         self._queue.put(None)
