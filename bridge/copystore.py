@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from bridge.store import open_store
+from bridge.store.base import StoreInUse
 from bridge.store.copy import CopyError, TableCount, copy_store
 
 
@@ -37,8 +38,11 @@ def copy_store_command(source_url: str, target_url: str, replace: bool) -> int:
         source, target = open_store(source_url), open_store(target_url)
         await source.open()
         try:
+            # a SQLite store a running bridge owns is refused: a webhook stored during the copy would be lost
+            await source.hold_exclusive()
             await target.open()
             try:
+                await target.hold_exclusive()
                 return await copy_store(source, target, replace, advance)
             finally:
                 await target.close()
@@ -47,7 +51,7 @@ def copy_store_command(source_url: str, target_url: str, replace: bool) -> int:
 
     from bridge.moves import run_reporting
 
-    result = run_reporting(run(), (CopyError,), bar)
+    result = run_reporting(run(), (CopyError, StoreInUse), bar)
     if result is None:
         return 2
     width = max(len(count.table) for count in result)

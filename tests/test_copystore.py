@@ -119,3 +119,14 @@ def test_every_table_of_the_schema_is_copied(tmp_path: Path, partnero: PartneroS
     conn.close()
     # a table added by a later migration must join the copy (schema_migrations is written by `migrate`)
     assert tables - {"schema_migrations"} == {table for table, _ in TABLES}
+
+
+def test_a_store_a_running_bridge_owns_is_refused(tmp_path: Path, partnero: PartneroServer) -> None:
+    from bridge.store.sqlite import SQLiteStore
+
+    source = f"sqlite:///{tmp_path}/busy.db"
+    with LedgerBridge(source, partnero, ENDPOINTS) as bridge:
+        bridge.run(bridge.store.hold_exclusive())  # as `serve` does
+        assert isinstance(bridge.store, SQLiteStore)
+        refused = copy_store(source, f"sqlite:///{tmp_path}/copy.db")
+    assert refused.returncode == 2 and "is in use by another partnero-bridge process" in refused.stderr
