@@ -68,6 +68,7 @@ async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
                         "status": e.status,
                         "reason": e.reason,
                         "email": e.email,
+                        "warning": e.warning,
                         "_ts": e.created_at,
                     }
                 )
@@ -152,6 +153,7 @@ async def show(store: Store, ident: str) -> dict[str, Any]:
             "customer_key": view.customer_key,
             "status": view.status,
             "reason": view.reason,
+            "warning": view.warning,
             "duplicate_of_operation": view.operation_id if view.status == "duplicate" else None,
             "normalized": data,
             "operations": operations,

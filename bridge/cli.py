@@ -85,7 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulate.add_argument("--url", help="the bridge's base URL (default: server.host:port of the config)")
     simulate.add_argument("--list", action="store_true", help="name the events each provider can simulate")
 
+    from bridge import moves
+
+    moves.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in moves.COMMANDS:
+        return moves.run(args)
     if args.command == "simulate":
         return simulate_command(args)
     if args.command == "check-config":

@@ -110,6 +110,17 @@ class EndpointSettings(BaseModel):
     amount: Literal["excluding_tax", "including_tax"] = "excluding_tax"
     partial_refunds: Literal["adjust", "ignore", "full"] = "adjust"
     disputes: Literal["reverse_on_open", "reverse_on_lost", "ignore"] = "reverse_on_lost"
+    # the worker compares the provider's payments with the ledger this often (e.g. 1h) and queues what the
+    # webhooks missed (needs the adapter's `api_key`); see docs/backfill.md
+    reconcile_every: float | None = Field(default=None, gt=0)
+    reconcile_window: float = Field(default=3 * 86400.0, gt=0)  # how far back each run looks
+    reconcile_grace: float = Field(default=3600.0, ge=0)  # younger payments are left to their webhook
+    reconcile_max_requests: int = Field(default=30, ge=1)  # provider API requests per run
+
+    @field_validator("reconcile_every", "reconcile_window", "reconcile_grace", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return duration_seconds(value) if isinstance(value, str) else value
 
     @field_validator("customer_key", "partner_key", mode="before")
     @classmethod
@@ -242,6 +253,15 @@ class Config:
         if self.signups.partnero is None:
             return self.partnero
         return self.partnero.model_copy(update=self.signups.partnero.model_dump(exclude_none=True))
+
+
+def duration_seconds(text: str) -> float:
+    """`45s`, `90m`, `1h`, `3d`, `2w` as seconds; ValueError naming the value otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    value = text.strip()
+    if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit():
+        raise ValueError(f"{text!r} is not a duration (use 90m, 1h, 3d)")
+    return float(int(value[:-1]) * units[value[-1]])
 
 
 def interpolate(value: Any) -> Any:

@@ -94,6 +94,7 @@ class Worker:
         if self.store.single_process:
             # this process owns the SQLite store (`hold_exclusive`): leases of a dead predecessor are void
             await self.store.run(lambda tx: tx.release_leases(None))
+        reconciling = self._start_reconciler(stopping)
         while not stopping.is_set():
             try:
                 busy = await self.step()
@@ -106,6 +107,16 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self.config.delivery.timeout_seconds + 1)
+        if reconciling is not None:
+            reconciling.cancel()
+            await asyncio.gather(reconciling, return_exceptions=True)
+
+    def _start_reconciler(self, stopping: asyncio.Event) -> asyncio.Task[None] | None:
+        """Scheduled reconcile (`reconcile_every`) beside the delivery loop, for the endpoints that ask."""
+        from bridge.reconciler import Reconciler
+
+        reconciler = Reconciler(self.config, self.store, self.clock)
+        return asyncio.create_task(reconciler.run(stopping)) if reconciler.endpoints else None
 
     def _idle_wait(self) -> float:
         """Sleep until the next poll, or until a paused program's probe is due, whichever is first."""

@@ -1,37 +1,40 @@
 """Customer-key resolution: the endpoint's configured sources, tried in order, first non-empty wins.
 
 The same source syntax names where a payment carries the referring partner's key (`partner_key`).
+Most sources read the payment itself; the recorded ones (`signup:email`, `known:email`,
+`known:customer_id`) ask what the bridge has learned before, through the `recall` it is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from bridge.events import NormalizedEvent
+from bridge.events import CustomerFacts, NormalizedEvent
 from bridge.suggest import did_you_mean
 
-_PLAIN_SOURCES = {"external_id", "email", "customer_id", "signup:email"}
+_PLAIN_SOURCES = {"external_id", "email", "customer_id"}
+# answered from the bridge's own records (bridge.memory), not from the payment
+RECORDED_SOURCES = frozenset({"signup:email", "known:email", "known:customer_id"})
 
-EmailLookup = Callable[[str], str | None]
+# (source, the buyer's facts) -> the customer key recorded for them, if any
+Recall = Callable[[str, CustomerFacts], str | None]
 
 
 def validate_sources(sources: Sequence[str]) -> None:
     """Raise ValueError naming the first source that is not `metadata.<name>` or a known field."""
     for source in sources:
-        if source in _PLAIN_SOURCES:
+        if source in _PLAIN_SOURCES or source in RECORDED_SOURCES:
             continue
         if source.startswith("metadata.") and len(source) > len("metadata."):
             continue
-        allowed = "metadata.<name>, " + ", ".join(sorted(_PLAIN_SOURCES))
-        hint = did_you_mean(source, _PLAIN_SOURCES)
+        known = _PLAIN_SOURCES | RECORDED_SOURCES
+        allowed = "metadata.<name>, " + ", ".join(sorted(known))
+        hint = did_you_mean(source, known)
         raise ValueError(f"unknown source {source!r}{hint} (use {allowed})")
 
 
-def resolve_customer_key(
-    event: NormalizedEvent, sources: Sequence[str], signup_by_email: EmailLookup | None = None
-) -> str | None:
-    """The first non-empty source. `signup:email` asks the sign-up relay's records which key the
-    merchant used for the buyer's email, for providers that carry nothing but the email."""
+def resolve_customer_key(event: NormalizedEvent, sources: Sequence[str], recall: Recall | None = None) -> str | None:
+    """The first non-empty source; recorded sources answer nothing without a `recall`."""
     customer = event.customer
     for source in sources:
         value: str | None
@@ -43,8 +46,8 @@ def resolve_customer_key(
             value = customer.external_id
         elif source == "customer_id":
             value = customer.customer_id
-        elif source == "signup:email":
-            value = signup_by_email(customer.email) if signup_by_email and customer.email else None
+        elif source in RECORDED_SOURCES:
+            value = recall(source, customer) if recall is not None else None
         else:
             value = None
         if value is not None and str(value).strip():

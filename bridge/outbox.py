@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from bridge import memory
 from bridge.config import Endpoint
 from bridge.events import DisputeState, EventKind, NormalizedEvent
 from bridge.ledger import RefundLedger, commissionable, figure
@@ -60,6 +61,7 @@ class _Plan:
     ops: list[NewOperation] = field(default_factory=list)
     # something the operator must look at besides the event's own outcome (recorded as a skipped refund)
     attention: str | None = None
+    warning: str | None = None
 
 
 def record_events(
@@ -84,6 +86,7 @@ def record_events(
                 status=plan.status,
                 reason=plan.reason,
                 operation_id=plan.duplicate_of,
+                warning=plan.warning,
             ),
             now,
         )
@@ -149,15 +152,19 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         # a free order earns nothing, and Partnero has no meaning for a negative sale
         return _Plan(EventStatus.SKIPPED, f"sale amount {amount} is not positive")
     scope = endpoint.partnero.scope
-    customer_key = resolve_customer_key(
-        event, endpoint.settings.customer_key, lambda email: tx.customer_key_by_email(scope, email)
-    )
+    customer_key = sale_customer_key(tx, endpoint, event, payment)
     if customer_key is None:
         tried = ", ".join(endpoint.settings.customer_key)
         return _Plan(EventStatus.SKIPPED, f"no customer key (tried {tried})")
+    warning = memory.learn(
+        tx, scope, endpoint.provider, event.customer, customer_key, event.occurred_at, endpoint.name, now
+    )
     if payment is not None and payment.sale_request is not None:
         first = tx.get_operation(scope, f"{CREATE}:{event.transaction_key}")
-        return _Plan(EventStatus.DUPLICATE, "same payment already recorded", customer_key, first.id if first else None)
+        duplicate_of = first.id if first else None
+        return _Plan(
+            EventStatus.DUPLICATE, "same payment already recorded", customer_key, duplicate_of, warning=warning
+        )
     request: dict[str, Any] = {
         "customer": {"key": customer_key},
         "key": event.transaction_key,
@@ -170,7 +177,7 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
     if event.product_type:
         request["product_type"] = event.product_type
     sent_request = _with_customer_creation(tx, endpoint, event, customer_key, request, now)
-    plan = _Plan(EventStatus.QUEUED, customer_key=customer_key)
+    plan = _Plan(EventStatus.QUEUED, customer_key=customer_key, warning=warning)
     op = NewOperation(
         scope,
         CREATE,
@@ -218,6 +225,21 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         )
     plan.ops.append(op)
     return plan
+
+
+def sale_customer_key(
+    tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment | None = None
+) -> str | None:
+    """The customer key of a sale from the endpoint's sources, the customer memory included.
+
+    A payment announced again keeps the key its sale was recorded under, even when this announcement
+    carries less (a renewal without custom data, the provider's API)."""
+    if payment is not None and payment.sale_request is not None:
+        recorded = payment.sale_request.get("customer", {}).get("key")
+        if recorded:
+            return str(recorded)
+    recall = memory.recall(tx, endpoint.partnero.scope, endpoint.provider)
+    return resolve_customer_key(event, endpoint.settings.customer_key, recall)
 
 
 def _with_customer_creation(

@@ -152,6 +152,30 @@ class PartneroClient:
             return Outcome(Result.RETRY, "look-up answer is not a JSON object", response.status_code)
         return document
 
+    async def find_partner(self, email: str) -> dict[str, Any] | Outcome | None:
+        """The program's partner with this email (case-insensitive), None, or the outcome of a failure."""
+        document = await self._look("/partners", {"email": email})
+        if isinstance(document, Outcome):
+            return document
+        if not isinstance(document, dict):
+            return None  # a 404: no such partner
+        data = document.get("data")
+        wanted = email.strip().lower()
+        items = [i for i in (data if isinstance(data, list) else [data]) if isinstance(i, dict)]
+        return next((i for i in items if str(i.get("email", "")).lower() == wanted), None)
+
+    async def create_partner(self, body: dict[str, Any]) -> Outcome:
+        """POST /partners; an email Partnero already has is reported as delivered (the partner exists)."""
+        answer = await self._send("POST", "/partners", body)
+        if isinstance(answer, Outcome):
+            return answer
+        message = "" if answer.is_success else _message(answer)
+        taken = answer.status_code in (409, 422) and any(word in message.lower() for word in ("taken", "exist"))
+        if answer.is_success or taken:
+            detail = f"partner already exists: {message}" if taken else "partner created"
+            return Outcome(Result.DELIVERED, detail, answer.status_code)
+        return _classify_failure(answer, message)
+
     async def check(self) -> Outcome:
         try:
             response = await self._client.get("/test")

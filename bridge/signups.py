@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bridge import memory
 from bridge.config import Config
+from bridge.events import CustomerFacts
 from bridge.store.base import (
     Customer,
     CustomerState,
@@ -91,6 +93,7 @@ def record_signup(tx: Transaction, call: StoredCall, config: Config, now: float)
     known = existing is not None and existing.state in (CustomerState.CREATED, CustomerState.PENDING)
     operation = tx.get_operation(scope, op_key)
     status = EventStatus.DUPLICATE if known or operation is not None else EventStatus.QUEUED
+    warning = memory.learn(tx, scope, None, CustomerFacts(email=signup.email), signup.key, now, SIGNUP_ENDPOINT, now)
     event_id = tx.insert_event(
         NewEvent(
             call_id=call.id,
@@ -104,6 +107,7 @@ def record_signup(tx: Transaction, call: StoredCall, config: Config, now: float)
             status=status,
             reason="customer already created or on its way" if status is EventStatus.DUPLICATE else None,
             operation_id=operation.id if operation is not None else None,
+            warning=warning,
         ),
         now,
     )

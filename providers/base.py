@@ -8,15 +8,19 @@ stored call, so a parser bug never loses a webhook: the call is kept and can be 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict
 
 from bridge.events import NormalizedEvent
+
+if TYPE_CHECKING:
+    from providers._api import Affiliate, HistoryWindow, PaymentRecord
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,36 @@ class ProviderAdapter:
 
     async def aclose(self) -> None:
         """Release what the adapter opened (HTTP clients); called once at shutdown."""
+
+    async def list_payments(self, window: HistoryWindow) -> list[PaymentRecord]:
+        """The payments made in `window` as the provider's API describes them now (refunds included),
+        each with the events this adapter's parsing makes of it, for backfill and reconcile.
+
+        The client lives beside the adapter, in `providers/<name>_api.py` (its `list_payments`), with the
+        shared machinery in `providers._api`; a provider without one has no backfill.
+        """
+        records: list[PaymentRecord] = await self._api_client("list_payments", "backfill and reconcile")(
+            self, self.options, window
+        )
+        return records
+
+    async def list_affiliates(self, window: HistoryWindow) -> list[Affiliate]:
+        """The provider's own affiliates (`providers/<name>_api.py` `list_affiliates`), to become partners."""
+        affiliates: list[Affiliate] = await self._api_client("list_affiliates", "import-affiliates")(
+            self, self.options, window
+        )
+        return affiliates
+
+    def _api_client(self, function: str, what: str) -> Any:
+        from providers._api import HistoryUnavailable
+
+        try:
+            client = importlib.import_module(f"providers.{self.name}_api")
+        except ModuleNotFoundError:
+            client = None
+        if not hasattr(client, function):
+            raise HistoryUnavailable(f"{self.name}: {what} is not available for this provider")
+        return getattr(client, function)
 
     def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
         """The headers or query a genuine provider would send with `body` (the inverse of `verify`)."""

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units
 from bridge.redact import describe
+from providers._api import ApiOptions
 from providers._payload import currency_code, load_json_object
 from providers.base import (
     AdapterOptions,
@@ -49,9 +50,13 @@ _IGNORED = {
 }
 
 
+class CreemOptions(ApiOptions):
+    """`api_key` (and `api_base_url: https://test-api.creem.io/v1` for test mode) enables backfill."""
+
+
 class CreemAdapter(ProviderAdapter):
     name: ClassVar[str] = "creem"
-    Options: ClassVar[type[AdapterOptions]] = AdapterOptions
+    Options: ClassVar[type[AdapterOptions]] = CreemOptions
     # Creem only sends dispute.created: waiting for a won/lost outcome would wait forever
     reports_dispute_outcome: ClassVar[bool] = False
     # payment links take `metadata[<key>]=<value>` query parameters, stored as the payment's metadata

@@ -22,6 +22,7 @@ from pydantic import Field
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
+from providers._api import ApiOptions
 from providers._payload import flat_metadata, load_json_object, non_negative_amount, scalar_text
 from providers.base import (
     AdapterOptions,
@@ -62,7 +63,9 @@ _IGNORED = {
 }
 
 
-class DodoPaymentsOptions(AdapterOptions):
+class DodoPaymentsOptions(ApiOptions):
+    """`api_key` (and `api_base_url: https://test.dodopayments.com` for test mode) enables backfill."""
+
     tolerance_seconds: int = Field(default=STANDARD_TOLERANCE_SECONDS, ge=1)
     # Dodo's payloads carry no test flag; an endpoint registered in test mode says so here
     sandbox: bool = False

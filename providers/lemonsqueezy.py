@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
+from providers._api import ApiOptions
 from providers._payload import load_json_object
 from providers.base import (
     AdapterOptions,
@@ -61,8 +62,15 @@ Json = Mapping[str, Any]
 Handler = Callable[[str, Json, Json], NormalizedEvent]
 
 
+class LemonSqueezyOptions(ApiOptions):
+    """`api_key` (and `store_id` when the key sees several stores) lets backfill and reconcile read the API."""
+
+    store_id: int | None = None
+
+
 class LemonSqueezyAdapter(ProviderAdapter):
     name = "lemonsqueezy"
+    Options = LemonSqueezyOptions
     # the dashboard takes a signing secret of 6 to 40 characters
     min_secret_length: ClassVar[int] = 6
     # https://docs.lemonsqueezy.com/help/checkout/passing-custom-data: `checkout[custom][<name>]` on

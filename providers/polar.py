@@ -24,6 +24,7 @@ from pydantic import Field
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
+from providers._api import ApiOptions
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -62,14 +63,16 @@ _IGNORED_PREFIXES = {
 }
 
 
-class PolarOptions(AdapterOptions):
-    """Endpoint settings for Polar."""
+class PolarOptions(ApiOptions):
+    """Endpoint settings for Polar; `api_key` (an access token with orders:read) enables backfill."""
 
     # legacy: key = UTF-8 bytes of the whole secret; standard: base64-decoded part after `whsec_`
     key_scheme: Literal["standard", "legacy", "auto"] = "auto"
     tolerance_seconds: int = Field(default=STANDARD_TOLERANCE_SECONDS, gt=0)
     # Polar's payloads carry no test flag; a sandbox endpoint says so here
     sandbox: bool = False
+    # needed by backfill only with a personal access token (an organization token names its organization)
+    organization_id: str | None = None
 
 
 class PolarAdapter(ProviderAdapter):

@@ -76,6 +76,7 @@ class MollieServer:
         self._faults: list[_Fault] = []
         self.reset()
         routes = [
+            Route("/v2/payments", self._list_payments, methods=["GET"]),
             Route("/v2/payments/{id}", self._get_payment, methods=["GET"]),
             Route("/v2/customers/{id}", self._get_customer, methods=["GET"]),
         ]
@@ -154,6 +155,34 @@ class MollieServer:
     async def _get_payment(self, request: Request) -> Response:
         payment_id = request.path_params["id"]
         return await self._answer(request, self._payments, payment_id, f"No payment exists with token {payment_id}.")
+
+    async def _list_payments(self, request: Request) -> Response:
+        """`GET /v2/payments`: newest first, `limit` (up to 250) and the `from` cursor, HAL `_embedded`
+        and `_links.next` (https://docs.mollie.com/reference/list-payments, /reference/pagination)."""
+        try:
+            limit = max(1, min(250, int(request.query_params.get("limit", "50"))))
+        except ValueError:
+            limit = 50
+        with self._lock:
+            newest_first = sorted(self._payments.values(), key=lambda p: str(p.get("createdAt")), reverse=True)
+        cursor = request.query_params.get("from")
+        ids = [p["id"] for p in newest_first]
+        start = ids.index(cursor) if cursor in ids else 0
+        page, rest = newest_first[start : start + limit], newest_first[start + limit :]
+        base = f"{self.url}/payments"
+        listing = {
+            "count": len(page),
+            "_embedded": {"payments": page},
+            "_links": {
+                "self": {"href": f"{base}?limit={limit}", "type": "application/hal+json"},
+                "previous": None,
+                "next": {"href": f"{base}?from={rest[0]['id']}&limit={limit}", "type": "application/hal+json"}
+                if rest
+                else None,
+                **DOCS,
+            },
+        }
+        return await self._answer(request, {"list": listing}, "list", "")
 
     async def _get_customer(self, request: Request) -> Response:
         customer_id = request.path_params["id"]

@@ -41,6 +41,8 @@ class Partner:
     key: str
     email: str | None = None
     id: str | None = None
+    name: str | None = None
+    surname: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ class PartneroServer:
                 "/v1/transactions/{key:path}", True, GET=self._get_transaction, DELETE=self._delete_transaction
             ),
             self._route("/v1/customers", False, POST=self._create_customer),
+            self._route("/v1/partners", False, GET=self._list_partners, POST=self._create_partner),
+            self._route("/v1/partners/{key:path}", False, GET=self._get_partner),
             self._route("/v1/customers/{key:path}", False, GET=self._get_customer),
         ]
         app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
@@ -550,6 +554,41 @@ class PartneroServer:
             return 400, {"message": "Invalid partner key"}, {}
         return Customer(key, _text(fields.get("email")), _text(fields.get("name")), partner.key)
 
+    # Partners as Partnero's official clients send and read them (partnero/partnero-php src/Models/Partner.php
+    # and src/Endpoints/Partners.php: id, key, email, name, surname; find by key or email;
+    # partnero/n8n-nodes-partnero resources/partner/create.ts: email required, key generated when omitted).
+    # The answers use the customers' documented envelope ({"data": …, "status": 1}); a duplicate email is a
+    # Laravel 422 like the customers' duplicate key (both unconfirmed for partners).
+
+    def _list_partners(self, call: _Call) -> Answer:
+        email, key = _text(call.query.get("email")), _text(call.query.get("key"))
+        found = [
+            p
+            for p in self._partners.values()
+            if (email is None or (p.email or "").lower() == email.lower()) and (key is None or p.key == key)
+        ]
+        return 200, {"data": [_render_partner(p) for p in found], "status": 1}, {}
+
+    def _get_partner(self, call: _Call) -> Answer:
+        partner = self._partners.get(call.params["key"])
+        if partner is None:
+            return 404, {"message": "Partner not found."}, {}
+        return 200, {"data": _render_partner(partner), "status": 1}, {}
+
+    def _create_partner(self, call: _Call) -> Answer:
+        body = _object(call.json)
+        email = _text(body.get("email"))
+        if email is None:
+            return _invalid({"email": ["The email field is required."]})
+        if any((p.email or "").lower() == email.lower() for p in self._partners.values()):
+            return _invalid({"email": ["The email has already been taken."]})
+        key = _text(body.get("key")) or f"ptr{len(self._partners) + 1:04d}"
+        if key in self._partners:
+            return _invalid({"key": ["The key has already been taken."]})
+        partner = Partner(key, email, str(len(self._partners) + 1), _text(body.get("name")), _text(body.get("surname")))
+        self._partners[key] = partner
+        return 201, {"data": _render_partner(partner), "status": 1}, {}
+
     def _find_customer(self, ref: Mapping[str, Any]) -> Customer | None:
         key, email = _text(ref.get("key")), _text(ref.get("email"))
         if key:
@@ -600,7 +639,13 @@ class PartneroServer:
 
 
 def _render_partner(partner: Partner) -> dict[str, object]:
-    return {"key": partner.key, "id": partner.id, "email": partner.email}
+    return {
+        "key": partner.key,
+        "id": partner.id,
+        "email": partner.email,
+        "name": partner.name,
+        "surname": partner.surname,
+    }
 
 
 def _transaction_key(call: _Call) -> str | None:

@@ -360,7 +360,7 @@ def test_in_flight_counts_concurrent_requests_per_key(server: PartneroServer) ->
 
 
 def test_unknown_route_and_method_answer_json(client: httpx.Client) -> None:
-    assert client.get("/partners").json() == {"message": "Not Found"}
+    assert client.get("/payout-requests").json() == {"message": "Not Found"}
     assert client.put("/transactions").status_code == 405
 
 
@@ -406,3 +406,17 @@ def test_stop_finishes_quickly_while_a_request_hangs() -> None:
     assert not caller.is_alive() and len(outcome) == 1
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + "/test", timeout=1)
+
+
+def test_partners_are_found_by_email_and_created_once(server: PartneroServer, client: httpx.Client) -> None:
+    found = client.get("/partners", params={"email": "AFFILIATE@example.com"}).json()
+    assert [p["key"] for p in found["data"]] == ["partner_1"] and found["status"] == 1
+    assert client.get("/partners", params={"email": "nobody@example.com"}).json()["data"] == []
+    created = client.post("/partners", json={"email": "new@example.com", "name": "Ann", "surname": "Lee"})
+    assert created.status_code == 201
+    key = created.json()["data"]["key"]
+    assert client.get(f"/partners/{key}").json()["data"]["surname"] == "Lee"
+    again = client.post("/partners", json={"email": "New@example.com"})
+    assert again.status_code == 422 and again.json()["errors"] == {"email": ["The email has already been taken."]}
+    assert client.post("/partners", json={"name": "No Mail"}).status_code == 422
+    assert client.get("/partners/missing").status_code == 404

@@ -192,6 +192,24 @@ class NewEvent:
     status: EventStatus
     reason: str | None = None
     operation_id: int | None = None
+    # something the operator should know although the event went through (two keys for one email)
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """One fact of the customer memory: this email (or provider customer id) goes with this customer key.
+
+    `fact` is `email` or `customer_id:<provider>`; `first_used_at` is when the payment or sign-up that
+    taught it happened, so history learned later (a backfill) can still be the earliest.
+    """
+
+    scope: str
+    fact: str
+    value: str
+    customer_key: str
+    first_used_at: float
+    source: str  # the endpoint (or `_signups`) that taught it
 
 
 @dataclass(frozen=True)
@@ -210,6 +228,7 @@ class EventView:
     operation_id: int | None
     created_at: float
     email: str | None = None  # the buyer's (or the sign-up's) email, for the operator's search
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +312,14 @@ class Transaction(Protocol):
     def put_customer(self, customer: Customer, at: float) -> None: ...
     def customer_key_by_email(self, scope: str, email: str) -> str | None:
         """The key the merchant used at sign-up for this email (case-insensitive), newest first."""
+        ...
+
+    def recall(self, scope: str, fact: str, value: str) -> Remembered | None:
+        """What the customer memory holds for this fact (emails lower-cased by the caller)."""
+        ...
+
+    def remember(self, entry: Remembered, at: float) -> None:
+        """Write (or replace) one fact of the customer memory."""
         ...
 
     def get_payment(self, scope: str, transaction_key: str) -> Payment | None: ...

@@ -10,6 +10,22 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+# migration 4 of both engines: the customer memory (`known:email`, `known:customer_id`) and the warning an
+# operator sees on an event when one email met two keys (SQLite reads DOUBLE PRECISION as REAL)
+CUSTOMER_MEMORY = """
+CREATE TABLE customer_memory (
+    scope TEXT NOT NULL,
+    fact TEXT NOT NULL,
+    value TEXT NOT NULL,
+    customer_key TEXT NOT NULL,
+    first_used_at DOUBLE PRECISION NOT NULL,
+    source TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (scope, fact, value)
+);
+ALTER TABLE events ADD COLUMN warning TEXT;
+"""
+
 
 class MigrationError(Exception):
     """The store is at a version this bridge does not know (a newer bridge wrote it)."""

@@ -17,7 +17,7 @@ from typing import TypeVar
 from psycopg_pool import ConnectionPool
 
 from bridge.store.base import Transaction
-from bridge.store.migrations import pending, record
+from bridge.store.migrations import CUSTOMER_MEMORY, pending, record
 from bridge.store.sql import POSTGRES, SQLTransaction
 
 T = TypeVar("T")
@@ -131,8 +131,25 @@ CREATE TABLE program_pauses (
 ALTER TABLE attempts ADD COLUMN latency_seconds DOUBLE PRECISION;
 """
 
+# migration 4 (the customer memory) seeded with the emails of earlier sales and
+# sign-ups (earliest use per email wins); events gain the warning an operator sees when one email met two keys
+V4_CUSTOMER_MEMORY = (
+    CUSTOMER_MEMORY
+    + """
+INSERT INTO customer_memory (scope, fact, value, customer_key, first_used_at, source, updated_at)
+SELECT DISTINCT ON (scope, value) scope, 'email', value, customer_key, used_at, source, used_at FROM (
+    SELECT o.scope AS scope, lower(trim(e.data::jsonb #>> '{customer,email}')) AS value,
+           e.customer_key AS customer_key, e.created_at AS used_at, e.endpoint AS source
+    FROM events e JOIN operations o ON o.event_id = e.id AND o.action = 'create'
+    WHERE e.kind = 'sale' AND e.customer_key IS NOT NULL
+    UNION ALL
+    SELECT scope, lower(trim(email)), customer_key, updated_at, '_signups' FROM customers WHERE email IS NOT NULL
+) AS seen WHERE value IS NOT NULL AND value <> '' ORDER BY scope, value, used_at
+"""
+)
+
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY)
 _MIGRATION_LOCK = 0x7062_6D69_6772  # advisory lock id: one migrating process at a time
 
 

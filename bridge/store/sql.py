@@ -30,6 +30,7 @@ from bridge.store.base import (
     Payment,
     PaymentState,
     QueueStats,
+    Remembered,
     StoredCall,
     UnstorableText,
     storable,
@@ -222,7 +223,8 @@ class SQLTransaction:
     def insert_event(self, event: NewEvent, at: float) -> int:
         cur = self._x(
             "INSERT INTO events (call_id, endpoint, seq, kind, event_type, transaction_key, data, customer_key,"
-            " status, reason, operation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " status, reason, operation_id, created_at, warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING id",
             (
                 event.call_id,
                 event.endpoint,
@@ -236,6 +238,7 @@ class SQLTransaction:
                 event.reason,
                 event.operation_id,
                 at,
+                event.warning,
             ),
         )
         return int(cur.fetchone()[0])
@@ -314,6 +317,24 @@ class SQLTransaction:
             (scope, email.strip()),
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def recall(self, scope: str, fact: str, value: str) -> Remembered | None:
+        self.lock("memory", scope, fact, value)
+        row = self._x(
+            "SELECT scope, fact, value, customer_key, first_used_at, source FROM customer_memory"
+            " WHERE scope = ? AND fact = ? AND value = ?",
+            (scope, fact, value),
+        ).fetchone()
+        return None if row is None else Remembered(*row)
+
+    def remember(self, entry: Remembered, at: float) -> None:
+        self._x(
+            "INSERT INTO customer_memory (scope, fact, value, customer_key, first_used_at, source, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, fact, value) DO UPDATE SET"
+            " customer_key = excluded.customer_key, first_used_at = excluded.first_used_at,"
+            " source = excluded.source, updated_at = excluded.updated_at",
+            (entry.scope, entry.fact, entry.value, entry.customer_key, entry.first_used_at, entry.source, at),
+        )
 
     def get_payment(self, scope: str, transaction_key: str) -> Payment | None:
         self.lock("payment", scope, transaction_key)
@@ -624,7 +645,7 @@ SELECT e.id, e.call_id, e.endpoint, e.kind, e.event_type, e.transaction_key, e.c
             FROM operations o WHERE o.event_id = e.id) END AS status,
        CASE WHEN e.status <> 'queued' THEN e.reason ELSE (
             SELECT o.reason FROM operations o WHERE o.event_id = e.id ORDER BY o.id DESC LIMIT 1) END AS reason,
-       e.operation_id, e.created_at, {email} AS email
+       e.operation_id, e.created_at, {email} AS email, e.warning
 FROM events e
 """
 

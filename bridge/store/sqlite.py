@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.store.base import StoreInUse, Transaction
-from bridge.store.migrations import pending, record
+from bridge.store.migrations import CUSTOMER_MEMORY, pending, record
 from bridge.store.sql import SQLITE, SQLTransaction
 
 T = TypeVar("T")
@@ -136,8 +136,26 @@ CREATE TABLE program_pauses (
 ALTER TABLE attempts ADD COLUMN latency_seconds REAL;
 """
 
+# migration 4 (the customer memory) seeded with the emails of earlier sales and
+# sign-ups (earliest use per email wins: SQLite takes the bare columns from the MIN row); events gain
+# the warning an operator sees when one email met two keys
+V4_CUSTOMER_MEMORY = (
+    CUSTOMER_MEMORY
+    + """
+INSERT INTO customer_memory (scope, fact, value, customer_key, first_used_at, source, updated_at)
+SELECT scope, 'email', value, customer_key, MIN(used_at), source, MIN(used_at) FROM (
+    SELECT o.scope AS scope, lower(trim(json_extract(e.data, '$.customer.email'))) AS value,
+           e.customer_key AS customer_key, e.created_at AS used_at, e.endpoint AS source
+    FROM events e JOIN operations o ON o.event_id = e.id AND o.action = 'create'
+    WHERE e.kind = 'sale' AND e.customer_key IS NOT NULL
+    UNION ALL
+    SELECT scope, lower(trim(email)), customer_key, updated_at, '_signups' FROM customers WHERE email IS NOT NULL
+) AS seen WHERE value IS NOT NULL AND value <> '' GROUP BY scope, value
+"""
+)
+
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY)
 
 
 def path_from_url(url: str) -> str:
