@@ -63,6 +63,11 @@ class NormalizedEvent:
     # the provider's id of one refund, so the same refund announced twice is applied once
     refund_id: str | None = None
     reason: str | None = None
+    # the discount code the buyer redeemed, as the provider reports it (the `coupon` partner source)
+    coupon_code: str | None = None
+    # which rule attributed a sale to a partner, set by the ledger (bridge.outbox), not by adapters:
+    # {"rule": "cookie" | "sign-up" | "code" | "memory", "partner": ..., "source": ..., "code": ...}
+    attribution: Mapping[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +93,8 @@ class NormalizedEvent:
             "dispute_state": self.dispute_state.value if self.dispute_state else None,
             "refund_id": self.refund_id,
             "reason": self.reason,
+            "coupon_code": self.coupon_code,
+            "attribution": dict(self.attribution) if self.attribution else None,
         }
 
     @classmethod
@@ -116,6 +123,8 @@ class NormalizedEvent:
             dispute_state=DisputeState(data["dispute_state"]) if data.get("dispute_state") else None,
             refund_id=data.get("refund_id"),
             reason=data.get("reason"),
+            coupon_code=data.get("coupon_code"),
+            attribution=dict(data["attribution"]) if data.get("attribution") else None,
         )
 
 

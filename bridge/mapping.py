@@ -1,6 +1,7 @@
 """Customer-key resolution: the endpoint's configured sources, tried in order, first non-empty wins.
 
 The same source syntax names where a payment carries the referring partner's key (`partner_key`).
+There one more source exists: `coupon`, the partner a redeemed discount code belongs to.
 """
 
 from __future__ import annotations
@@ -12,23 +13,35 @@ from bridge.suggest import did_you_mean
 
 _PLAIN_SOURCES = {"external_id", "email", "customer_id", "signup:email"}
 
+# only where a partner is looked for: a discount code names a partner, never a buyer
+PARTNER_SOURCES = frozenset({"coupon"})
+
 EmailLookup = Callable[[str], str | None]
+# a redeemed discount code -> the partner it belongs to, if it belongs to exactly one
+CodeLookup = Callable[[str], str | None]
 
 
-def validate_sources(sources: Sequence[str]) -> None:
-    """Raise ValueError naming the first source that is not `metadata.<name>` or a known field."""
+def validate_sources(sources: Sequence[str], *, partner: bool = False) -> None:
+    """Raise ValueError naming the first source that is not `metadata.<name>` or a known field
+    (`coupon` too where a partner is looked for)."""
     for source in sources:
-        if source in _PLAIN_SOURCES:
+        if source in _PLAIN_SOURCES or (partner and source in PARTNER_SOURCES):
             continue
+        if source in PARTNER_SOURCES:
+            raise ValueError(f"{source!r} names a partner, not a customer: use it in partner_key")
         if source.startswith("metadata.") and len(source) > len("metadata."):
             continue
-        allowed = "metadata.<name>, " + ", ".join(sorted(_PLAIN_SOURCES))
-        hint = did_you_mean(source, _PLAIN_SOURCES)
+        known = _PLAIN_SOURCES | PARTNER_SOURCES if partner else _PLAIN_SOURCES
+        allowed = "metadata.<name>, " + ", ".join(sorted(known))
+        hint = did_you_mean(source, known)
         raise ValueError(f"unknown source {source!r}{hint} (use {allowed})")
 
 
 def resolve_customer_key(
-    event: NormalizedEvent, sources: Sequence[str], signup_by_email: EmailLookup | None = None
+    event: NormalizedEvent,
+    sources: Sequence[str],
+    signup_by_email: EmailLookup | None = None,
+    coupon_partner: CodeLookup | None = None,
 ) -> str | None:
     """The first non-empty source. `signup:email` asks the sign-up relay's records which key the
     merchant used for the buyer's email, for providers that carry nothing but the email."""
@@ -45,8 +58,22 @@ def resolve_customer_key(
             value = customer.customer_id
         elif source == "signup:email":
             value = signup_by_email(customer.email) if signup_by_email and customer.email else None
+        elif source == "coupon":
+            value = coupon_partner(event.coupon_code) if coupon_partner and event.coupon_code else None
         else:
             value = None
         if value is not None and str(value).strip():
             return str(value).strip()
+    return None
+
+
+def resolve_partner(
+    event: NormalizedEvent, sources: Sequence[str], coupon_partner: CodeLookup | None = None
+) -> tuple[str, str] | None:
+    """(source, partner) of the first partner source that names one, so the ledger can say which
+    rule attributed the sale."""
+    for source in sources:
+        value = resolve_customer_key(event, [source], coupon_partner=coupon_partner)
+        if value is not None:
+            return source, value
     return None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from bridge.config import Config
+from bridge.coupons import CodeBook, CodesUnavailable
 from bridge.flow import backoff_seconds
 from bridge.outbox import record_events
 from bridge.signups import SIGNUP_ENDPOINT, first_error, record_signup
@@ -34,6 +35,10 @@ class CallRecorder:
         self.clock = clock
         # hooks for alerts: (call, reason) when a call is kept unparsed
         self.on_unparsed: list[Callable[[StoredCall, str], None]] = []
+        self.codes = CodeBook(config.coupons, config.delivery.timeout_seconds)
+
+    async def aclose(self) -> None:
+        await self.codes.aclose()
 
     async def process_received(self) -> int:
         """Claim a batch of received calls and record each; returns how many were claimed."""
@@ -90,9 +95,14 @@ class CallRecorder:
             error = f"adapter error: {type(exc).__name__}"
         else:
             events = mark_simulated(request, events)
+            try:
+                codes = await self.codes.resolve(endpoint, events)
+            except CodesUnavailable as exc:
+                await self._defer(call, f"Partnero promotion codes unavailable: {exc}")
+                return
 
             def record(tx: Transaction) -> None:
-                record_events(tx, call, endpoint, events, now)
+                record_events(tx, call, endpoint, events, now, codes)
                 tx.finish_call(call.id, CallStatus.PROCESSED, None, now)
 
             await self.store.run(record)

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
+from providers._payload import discount_code
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -167,6 +168,7 @@ class PolarAdapter(ProviderAdapter):
             product_id=_optional_text(data.get("product_id")),
             test_mode=self.settings.sandbox,
             occurred_at=occurred_at,
+            coupon_code=discount_code(data.get("discount")),
         )
 
     def _order_refund(self, event_type: str, data: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
