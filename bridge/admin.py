@@ -68,6 +68,7 @@ async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
                         "status": e.status,
                         "reason": e.reason,
                         "email": e.email,
+                        "attributed": e.attributed,
                         "_ts": e.created_at,
                     }
                 )
@@ -85,6 +86,7 @@ async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
                         "status": "failed",
                         "reason": c.error,
                         "email": None,
+                        "attributed": None,
                         "_ts": c.received_at,
                     }
                 )
@@ -150,6 +152,7 @@ async def show(store: Store, ident: str) -> dict[str, Any]:
             "event": view.event_type,
             "transaction_key": view.transaction_key,
             "customer_key": view.customer_key,
+            "attribution": data.get("attribution"),
             "status": view.status,
             "reason": view.reason,
             "duplicate_of_operation": view.operation_id if view.status == "duplicate" else None,

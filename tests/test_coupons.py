@@ -22,6 +22,7 @@ from bridge.events import EventKind, NormalizedEvent
 from tests.bridge_process import BridgeProcess
 from tests.e2e_kit import ProviderCase, provider_cases
 from tests.partnero_server import PartneroServer
+from tests.test_admin import cli
 
 BridgeFactory = Callable[..., BridgeProcess]
 PARTNER_SOURCES = ["metadata.partnero_partner", "coupon"]
@@ -206,7 +207,9 @@ def test_later_sales_need_no_code_and_the_map_wins(partnero: PartneroServer, bri
     case = CASES["gumroad"]
     _host_code(partnero, "ptr_map")
     settings = _settings(case, customer_key=["email"])
-    bridge = bridge_factory({"shop": settings}, coupons={"codes": {"PODCAST20": "ptr_map"}})
+    bridge = bridge_factory(
+        {"shop": settings}, coupons={"codes": {"PODCAST20": "ptr_map"}}, admin={"token": "admin-token"}
+    )
     _post(bridge, case, "sale_offer_code.txt")
     partnero.wait_for(lambda s: len(s.live_transactions()) == 1)
     _post(bridge, case, "recurring_charge.txt")  # the renewal carries no code
@@ -217,6 +220,16 @@ def test_later_sales_need_no_code_and_the_map_wins(partnero: PartneroServer, bri
     first, renewal = _attributions(bridge)
     assert first == {"rule": "code", "source": "coupon", "partner": "ptr_map", "code": "podcast20"}
     assert renewal == {"rule": "memory", "partner": "ptr_map"}
+    # the operator sees the rule in the console and in `events`
+    bearer = {"authorization": "Bearer admin-token"}
+    rows = httpx.get(f"{bridge.url}/admin/events", params={"format": "json"}, headers=bearer).json()["rows"]
+    assert [r["attributed"] for r in rows] == ["memory", "code"]
+    page = httpx.get(f"{bridge.url}/admin/events/{rows[1]['id']}", headers=bearer).text
+    assert 'code: partner <span class="key">ptr_map</span> (code <span class="key">podcast20</span>)' in page
+    table = cli(bridge, "events").stdout.splitlines()
+    assert "ATTRIBUTED" in table[0].split() and " memory " in table[1] and " code " in table[2]
+    shown = cli(bridge, "events", "show", rows[1]["id"]).stdout
+    assert "attributed: code: partner ptr_map (code podcast20)" in shown
 
 
 @pytest.mark.parametrize("overrides", [False, True])

@@ -209,6 +209,7 @@ class EventView:
     operation_id: int | None
     created_at: float
     email: str | None = None  # the buyer's (or the sign-up's) email, for the operator's search
+    attributed: str | None = None  # the rule that attributed a sale: cookie, sign-up, code, memory
 
 
 @dataclass(frozen=True)
