@@ -19,6 +19,7 @@ import pytest
 from bridge.config import ConfigError, Endpoint, parse_config
 from bridge.coupons import CodeBook, CodePartner, CodesUnavailable, partner_of
 from bridge.events import EventKind, NormalizedEvent
+from providers.base import WebhookRequest
 from tests.bridge_process import BridgeProcess
 from tests.e2e_kit import ProviderCase, provider_cases
 from tests.partnero_server import PartneroServer
@@ -280,3 +281,15 @@ def test_a_sign_up_without_a_partner_is_attributed_by_its_first_code(
     bridge.wait_settled()
     assert partnero.customers["ada@example.com"].partner_key == "ptr_host"
     assert partnero.live_transactions()[0].partner_key == "ptr_host"
+
+
+def test_the_generic_adapters_read_the_code_where_fields_coupon_code_points() -> None:
+    case = CASES["standardwebhooks"]
+    settings = case.endpoint_settings
+    settings["fields"] = {**settings["fields"], "coupon_code": "data.discount_code"}
+    endpoint = parse_config({"endpoints": {"e": settings}}).endpoints["e"]
+    document = json.loads(case.body("dodo_payment_succeeded.json"))
+    document["data"]["discount_code"] = "PODCAST20"
+    request = WebhookRequest("POST", "/webhooks/e", {}, json.dumps(document).encode())
+    [sale] = endpoint.adapter.parse(request)
+    assert (sale.kind, sale.coupon_code) == (EventKind.SALE, "PODCAST20")
