@@ -155,6 +155,9 @@ class PartneroServer:
         self.latency = 0.0  # seconds every request spends "processing", in flight, before its effect
         # the list's `key` filter is documented, but not as exact: a Partnero that ignores it must be read right
         self.ignore_key_filter = False
+        # the list's entries are documented without the partner restriction's partners: a Partnero that
+        # leaves them out must be read with the single get
+        self.list_omits_partners = False
         self._lock = threading.Lock()
         self._partners: dict[str, Partner] = {}
         self._customers: dict[str, Customer] = {}
@@ -295,6 +298,7 @@ class PartneroServer:
         self.unknown_customer, self.duplicate_customer = self._defaults
         self.latency = 0.0
         self.ignore_key_filter = False
+        self.list_omits_partners = False
 
     def wait_for(self, condition: Callable[[PartneroServer], bool], timeout: float = 10.0) -> None:
         """Poll until `condition(self)` holds; the bridge runs in another process, so tests must wait."""
@@ -556,7 +560,10 @@ class PartneroServer:
         chunk = found[(page - 1) * limit : page * limit]
         last = max((len(found) + limit - 1) // limit, 1)
         meta = {"current_page": page, "last_page": last, "per_page": limit, "total": len(found)}
-        return 200, {"data": [self._render_promotion_code(c) for c in chunk], "meta": meta, "status": 1}, {}
+        data = [self._render_promotion_code(c) for c in chunk]
+        if self.list_omits_partners:
+            data = [{k: v for k, v in c.items() if k != "coupon_specific_partners"} for c in data]
+        return 200, {"data": data, "meta": meta, "status": 1}, {}
 
     def _get_promotion_code(self, call: _Call) -> Answer:
         found = self._promotion_codes.get(call.params["code"])

@@ -127,7 +127,20 @@ def test_a_miss_reads_the_codes_again_at_most_once_a_minute(partnero: PartneroSe
     assert _code_reads(partnero) == 2
 
 
-def test_partners_missing_from_the_list_are_read_from_the_single_code() -> None:
+def test_partners_missing_from_the_list_are_read_from_the_single_code(partnero: PartneroServer) -> None:
+    partnero.add_partner("ptr_host", id="prt_host")
+    partnero.add_promotion_code("PODCAST20", "ptr_host")
+    partnero.add_promotion_code("EVERYONE10")
+    partnero.list_omits_partners = True
+    found = _resolve(CodeBook(parse_config({}).coupons, 2.0), _endpoint(partnero), "podcast20", "everyone10")
+    assert found == {"podcast20": CodePartner("id", "prt_host", "partnero")}
+    # only the limited code needed its own get, by its exact spelling
+    assert [r.path for r in partnero.requests if r.path.startswith("/v1/promotion-codes/")] == [
+        "/v1/promotion-codes/PODCAST20"
+    ]
+
+
+def test_the_partner_restriction_shapes() -> None:
     assert partner_of({"limit_to_specific_partner": False, "coupon_specific_partners": [{"id": "p"}]}) is None
     assert partner_of({"limit_to_specific_partner": True, "coupon_specific_partners": {"id": "p1", "full_name": "A"}})
     assert partner_of({"limit_to_specific_partner": True, "coupon_specific_partners": []}) is None
