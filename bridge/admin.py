@@ -69,6 +69,7 @@ async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
                         "reason": e.reason,
                         "email": e.email,
                         "warning": e.warning,
+                        "attributed": e.attributed,
                         "_ts": e.created_at,
                     }
                 )
@@ -86,6 +87,7 @@ async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
                         "status": "failed",
                         "reason": c.error,
                         "email": None,
+                        "attributed": None,
                         "_ts": c.received_at,
                     }
                 )
@@ -151,6 +153,7 @@ async def show(store: Store, ident: str) -> dict[str, Any]:
             "event": view.event_type,
             "transaction_key": view.transaction_key,
             "customer_key": view.customer_key,
+            "attribution": data.get("attribution"),
             "status": view.status,
             "reason": view.reason,
             "warning": view.warning,

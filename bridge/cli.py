@@ -114,7 +114,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 EVENT_STATUSES = {"pending", "delivered", "skipped", "dead", "duplicate", "ignored", "failed"}
-_COLUMNS = ("id", "time", "endpoint", "kind", "event", "transaction_key", "customer_key", "status", "reason")
+_COLUMNS = (
+    "id",
+    "time",
+    "endpoint",
+    "kind",
+    "event",
+    "transaction_key",
+    "customer_key",
+    "attributed",
+    "status",
+    "reason",
+)
 
 
 def _with_store(path: str, work: Callable[[Store], Awaitable[T]]) -> T | None:
@@ -250,8 +261,20 @@ def _cell(value: object) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
+def attribution_text(attribution: dict[str, Any]) -> str:
+    """`code: partner ptr_host (code PODCAST20)`: which rule attributed a sale, for the operator."""
+    text = str(attribution.get("rule"))
+    if attribution.get("partner"):
+        text += f": partner {attribution['partner']}"
+    if attribution.get("code"):
+        text += f" (code {attribution['code']})"
+    return text
+
+
 def _format_detail(detail: dict[str, Any]) -> str:
-    lines = [f"{k}: {v}" for k, v in detail.items() if k not in ("normalized", "operations")]
+    lines = [f"{k}: {v}" for k, v in detail.items() if k not in ("normalized", "operations", "attribution")]
+    if detail.get("attribution"):
+        lines.append(f"attributed: {attribution_text(detail['attribution'])}")
     if "normalized" in detail:
         lines.append("normalized: " + json.dumps(detail["normalized"], sort_keys=True))
     for op in detail.get("operations", []):

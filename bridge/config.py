@@ -108,6 +108,9 @@ class EndpointSettings(BaseModel):
     # the commission base: what the buyer paid after discounts, without the tax (the merchant of record
     # keeps it) or with it; sales, partial refunds and disputes all use this one base
     amount: Literal["excluding_tax", "including_tax"] = "excluding_tax"
+    # a discount code (`coupon` in partner_key) attributes only a customer with no partner yet, and only
+    # when no partner source before it names one; true: the code wins over the sale's other sources
+    coupon_overrides: bool = False
     partial_refunds: Literal["adjust", "ignore", "full"] = "adjust"
     disputes: Literal["reverse_on_open", "reverse_on_lost", "ignore"] = "reverse_on_lost"
     # the worker compares the provider's payments with the ledger this often (e.g. 1h) and queues what the
@@ -138,7 +141,7 @@ class EndpointSettings(BaseModel):
     @field_validator("partner_key")
     @classmethod
     def _known_partner_sources(cls, value: list[str]) -> list[str]:
-        validate_sources(value)
+        validate_sources(value, partner=True)
         return value
 
     @model_validator(mode="after")
@@ -201,6 +204,30 @@ class AlertSettings(_Model):
     min_interval_seconds: float = Field(default=60.0, ge=0)
 
 
+class CouponSettings(_Model):
+    """Partners' discount codes (the `coupon` partner source): `codes` maps a code to a partner key and
+    wins over the program's promotion codes at Partnero. Codes match case-insensitively."""
+
+    codes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("codes")
+    @classmethod
+    def _distinct_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for code, partner in value.items():
+            folded = code.strip().casefold()
+            if not folded or not str(partner).strip():
+                raise ValueError("a code and its partner key must not be empty")
+            if folded in seen:
+                raise ValueError(f"{seen[folded]!r} and {code!r} are the same code (codes match case-insensitively)")
+            seen[folded] = code
+        return value
+
+    def partner_for(self, code: str) -> str | None:
+        folded = code.strip().casefold()
+        return next((p.strip() for c, p in self.codes.items() if c.strip().casefold() == folded), None)
+
+
 class StoreSettings(_Model):
     url: str = "sqlite:///./data/bridge.db"
     # raw bodies (buyer PII) of finished calls are dropped after this many days; outcomes are kept
@@ -215,6 +242,7 @@ class ConfigFile(_Model):
     signups: SignupSettings = Field(default_factory=SignupSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    coupons: CouponSettings = Field(default_factory=CouponSettings)
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
 
 
@@ -246,6 +274,7 @@ class Config:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     # what start-up says loudly but does not refuse (weak secrets on dry-run endpoints)
     warnings: tuple[str, ...] = ()
+    coupons: CouponSettings = field(default_factory=CouponSettings)
 
     @property
     def signup_partnero(self) -> PartneroSettings:
@@ -322,6 +351,7 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         model.admin,
         model.alerts,
         tuple(warnings),
+        model.coupons,
     )
 
 

@@ -87,6 +87,7 @@ class Worker:
             await asyncio.wait(self._inflight, timeout=5)
         for client in self._clients.values():
             await client.aclose()
+        await self.recorder.aclose()
         for endpoint in self.config.endpoints.values():
             await endpoint.adapter.aclose()
 

@@ -71,6 +71,11 @@ class NormalizedEvent:
     tax: Decimal | None = None
     refunded_total_tax: Decimal | None = None
     sale_tax: Decimal | None = None
+    # the discount code the buyer redeemed, as the provider reports it (the `coupon` partner source)
+    coupon_code: str | None = None
+    # which rule attributed a sale to a partner, set by the ledger (bridge.outbox), not by adapters:
+    # {"rule": "cookie" | "sign-up" | "code" | "memory", "partner": ..., "source": ..., "code": ...}
+    attribution: Mapping[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +104,8 @@ class NormalizedEvent:
             "tax": _dec_out(self.tax),
             "refunded_total_tax": _dec_out(self.refunded_total_tax),
             "sale_tax": _dec_out(self.sale_tax),
+            "coupon_code": self.coupon_code,
+            "attribution": dict(self.attribution) if self.attribution else None,
         }
 
     @classmethod
@@ -130,6 +137,8 @@ class NormalizedEvent:
             tax=_dec_in(data.get("tax")),
             refunded_total_tax=_dec_in(data.get("refunded_total_tax")),
             sale_tax=_dec_in(data.get("sale_tax")),
+            coupon_code=data.get("coupon_code"),
+            attribution=dict(data["attribution"]) if data.get("attribution") else None,
         )
 
 

@@ -12,15 +12,17 @@ refund in another currency than its sale left for the operator instead of guesse
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from bridge import memory
 from bridge.config import Endpoint
+from bridge.coupons import CodePartner, fold
 from bridge.events import DisputeState, EventKind, NormalizedEvent
 from bridge.ledger import RefundLedger, commissionable, figure
-from bridge.mapping import resolve_customer_key
+from bridge.mapping import resolve_customer_key, resolve_partner
 from bridge.store.base import (
     Customer,
     CustomerState,
@@ -62,17 +64,27 @@ class _Plan:
     # something the operator must look at besides the event's own outcome (recorded as a skipped refund)
     attention: str | None = None
     warning: str | None = None
+    attribution: dict[str, str] | None = None
 
 
 def record_events(
-    tx: Transaction, call: StoredCall, endpoint: Endpoint, events: list[NormalizedEvent], now: float
+    tx: Transaction,
+    call: StoredCall,
+    endpoint: Endpoint,
+    events: list[NormalizedEvent],
+    now: float,
+    codes: Mapping[str, CodePartner] | None = None,
 ) -> list[int]:
-    """Record each event of `call`, apply it to its payment and enqueue the resulting operations."""
+    """Record each event of `call`, apply it to its payment and enqueue the resulting operations.
+
+    `codes` are the partners of the discount codes on these sales, resolved beforehand (bridge.coupons)."""
     ids = []
     for seq, event in enumerate(events):
         if event.transaction_key is not None:
             event = replace(event, transaction_key=payment_key(event.transaction_key))
-        plan = _plan(tx, endpoint, event, now)
+        plan = _plan(tx, endpoint, event, now, codes or {})
+        if plan.attribution:
+            event = replace(event, attribution=plan.attribution)
         event_id = tx.insert_event(
             NewEvent(
                 call_id=call.id,
@@ -112,7 +124,9 @@ def record_events(
     return ids
 
 
-def _plan(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: float) -> _Plan:
+def _plan(
+    tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: float, codes: Mapping[str, CodePartner]
+) -> _Plan:
     settings = endpoint.settings
     if event.kind is EventKind.IGNORED:
         return _Plan(EventStatus.IGNORED, event.reason)
@@ -122,7 +136,7 @@ def _plan(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: floa
         return _Plan(EventStatus.SKIPPED, event.reason or f"{event.kind.value} without a transaction key")
     payment = tx.get_payment(endpoint.partnero.scope, event.transaction_key)
     if event.kind is EventKind.SALE:
-        return _sale(tx, endpoint, event, payment, now)
+        return _sale(tx, endpoint, event, payment, now, codes)
     if payment is None:
         # a reversal of a sale this bridge never saw: attempted once, a 404 is recorded as skipped
         payment = Payment(
@@ -140,7 +154,14 @@ def _plan(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, now: floa
     return _dispute(tx, endpoint, event, payment, now)
 
 
-def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: Payment | None, now: float) -> _Plan:
+def _sale(
+    tx: Transaction,
+    endpoint: Endpoint,
+    event: NormalizedEvent,
+    payment: Payment | None,
+    now: float,
+    codes: Mapping[str, CodePartner],
+) -> _Plan:
     assert event.transaction_key is not None
     paid = figure(event.amount, event.tax, event.currency)
     if paid is None:
@@ -176,8 +197,8 @@ def _sale(tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, payment: 
         request["product_id"] = event.product_id
     if event.product_type:
         request["product_type"] = event.product_type
-    sent_request = _with_customer_creation(tx, endpoint, event, customer_key, request, now)
-    plan = _Plan(EventStatus.QUEUED, customer_key=customer_key, warning=warning)
+    sent_request, attribution = _with_customer_creation(tx, endpoint, event, customer_key, request, now, codes)
+    plan = _Plan(EventStatus.QUEUED, customer_key=customer_key, warning=warning, attribution=attribution)
     op = NewOperation(
         scope,
         CREATE,
@@ -243,30 +264,59 @@ def sale_customer_key(
 
 
 def _with_customer_creation(
-    tx: Transaction, endpoint: Endpoint, event: NormalizedEvent, customer_key: str, request: dict[str, Any], now: float
-) -> dict[str, Any]:
-    """The first sale of a referred customer the bridge has not created yet creates it in the same call.
+    tx: Transaction,
+    endpoint: Endpoint,
+    event: NormalizedEvent,
+    customer_key: str,
+    request: dict[str, Any],
+    now: float,
+    codes: Mapping[str, CodePartner],
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The first sale of a referred customer the bridge has not created yet creates it in the same call;
+    with the request, which rule attributed the sale (for the operator).
 
-    Merchants without a backend pass the partner key through checkout; the customer record makes later
-    sales (renewals carry no custom data) wait for this one and then go without the creation options.
+    Merchants without a backend pass the partner key through checkout, or the buyer redeems a partner's
+    discount code; the customer record makes later sales (renewals carry no custom data, nor the code)
+    wait for this one and then go without the creation options.
     """
-    if not endpoint.settings.partner_key:
-        return request
     scope = endpoint.partnero.scope
-    partner_key = resolve_customer_key(event, endpoint.settings.partner_key)
-    if partner_key is None or tx.get_customer(scope, customer_key) is not None:
-        return request
-    customer: dict[str, Any] = {"key": customer_key, "partner": {"key": partner_key}}
+    known = tx.get_customer(scope, customer_key)
+    code = event.coupon_code.strip() if event.coupon_code and event.coupon_code.strip() else None
+    noted = {"code": code} if code else {}
+    if known is not None and known.state is not CustomerState.NOT_REFERRED:
+        # the first partner wins: a code does not take a referral from its customer
+        rule = "sign-up" if known.creator_op_key and not known.creator_op_key.startswith(f"{CREATE}:") else "memory"
+        return request, {"rule": rule, **({"partner": known.partner_key} if known.partner_key else {}), **noted}
+    if not endpoint.settings.partner_key:
+        return request, None
+    sources = list(endpoint.settings.partner_key)
+    if endpoint.settings.coupon_overrides and "coupon" in sources:
+        sources = ["coupon", *(s for s in sources if s != "coupon")]
+    if known is not None:
+        # not referred so far (a sign-up without a partner, a partner Partnero refused): only a code,
+        # which names a partner Partnero knows, may still attribute this customer
+        sources = [s for s in sources if s == "coupon"]
+
+    def code_partner(value: str) -> str | None:
+        found = codes.get(fold(value))
+        return found.label() if found else None
+
+    matched = resolve_partner(event, sources, code_partner)
+    if matched is None:
+        return request, ({"rule": "none", **noted} if noted else None)
+    source, label = matched
+    by_code = codes.get(fold(code)) if source == "coupon" and code else None
+    partner = by_code.reference() if by_code else {"key": label}
+    customer: dict[str, Any] = {"key": customer_key, "partner": partner}
     if event.customer.email:
         customer["email"] = event.customer.email
     if event.customer.name:
         customer["name"] = event.customer.name
     assert event.transaction_key is not None
     creator = f"{CREATE}:{event.transaction_key}"
-    tx.put_customer(
-        Customer(scope, customer_key, CustomerState.PENDING, creator, event.customer.email, partner_key), now
-    )
-    return {**request, "customer": customer, "options": {"create_customer": True}}
+    tx.put_customer(Customer(scope, customer_key, CustomerState.PENDING, creator, event.customer.email, label), now)
+    attribution = {"rule": "code" if by_code else "cookie", "source": source, "partner": label, **noted}
+    return {**request, "customer": customer, "options": {"create_customer": True}}, attribution
 
 
 def settle(tx: Transaction, op: Operation, status: OpStatus, reason: str | None, now: float) -> None:

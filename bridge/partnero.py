@@ -20,6 +20,8 @@ USER_AGENT = "partnero-bridge"
 # how far a look-up reads a transaction list that ignores its `key` filter before asking for the key itself
 LOOKUP_PAGE_SIZE = 100
 LOOKUP_MAX_PAGES = 20
+# a program's promotion codes are read whole (codes match case-insensitively, the get is by exact code)
+PROMOTION_CODE_MAX_PAGES = 100
 
 
 class Result(StrEnum):
@@ -133,6 +135,30 @@ class PartneroClient:
                 return False
         document = await self._look(f"/transactions/{path_segment(key)}", {})
         return _is_live(document.get("data"), key) if isinstance(document, dict) else document
+
+    async def promotion_codes(self) -> list[dict[str, Any]] | Outcome:
+        """Every promotion code of the program (`GET /promotion-codes`, paged), or the outcome to retry on."""
+        codes: list[dict[str, Any]] = []
+        for page in range(1, PROMOTION_CODE_MAX_PAGES + 1):
+            document = await self._look("/promotion-codes", {"limit": LOOKUP_PAGE_SIZE, "page": page})
+            if isinstance(document, Outcome):
+                return document
+            if not isinstance(document, dict):
+                return codes
+            data = document.get("data")
+            items = [i for i in data if isinstance(i, dict)] if isinstance(data, list) else []
+            codes += items
+            if len(items) < LOOKUP_PAGE_SIZE and not _has_next_page(document, page):
+                break
+        return codes
+
+    async def promotion_code(self, code: str) -> dict[str, Any] | Outcome | None:
+        """One promotion code (`GET /promotion-codes/{code}`), None when Partnero does not know it."""
+        document = await self._look(f"/promotion-codes/{quote(code, safe='')}", {})
+        if isinstance(document, Outcome):
+            return document
+        data = document.get("data") if isinstance(document, dict) else None
+        return data if isinstance(data, dict) else None
 
     async def _look(self, path: str, params: dict[str, Any]) -> dict[str, Any] | bool | Outcome:
         """A look-up's JSON document; False for a 404; the outcome to retry on when there is no answer."""

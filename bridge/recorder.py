@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from bridge.config import Config
+from bridge.coupons import CodeBook, CodesUnavailable
 from bridge.flow import backoff_seconds
 from bridge.outbox import record_events
 from bridge.signups import SIGNUP_ENDPOINT, first_error, record_signup
@@ -36,6 +37,10 @@ class CallRecorder:
         self.clock = clock
         # hooks for alerts: (call, reason) when a call is kept unparsed
         self.on_unparsed: list[Callable[[StoredCall, str], None]] = []
+        self.codes = CodeBook(config.coupons, config.delivery.timeout_seconds)
+
+    async def aclose(self) -> None:
+        await self.codes.aclose()
 
     async def process_received(self) -> int:
         """Claim a batch of received calls and record them; returns how many were claimed."""
@@ -125,9 +130,13 @@ class CallRecorder:
             log.exception("adapter %s failed on call %s", endpoint.provider, call.id)
             error = f"adapter error: {type(exc).__name__}"
         else:
+            try:
+                codes = await self.codes.resolve(endpoint, events)
+            except CodesUnavailable as exc:
+                return self._defer(call, f"Partnero promotion codes unavailable: {exc}", now)
 
             def record(tx: Transaction) -> None:
-                record_events(tx, call, endpoint, events, now)
+                record_events(tx, call, endpoint, events, now, codes)
                 tx.finish_call(call.id, CallStatus.PROCESSED, None, now)
 
             return _Plan(record)

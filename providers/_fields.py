@@ -66,6 +66,8 @@ class FieldPaths(_Settings):
     name: DotPath | None = None
     metadata: DotPath | None = None
     product_id: DotPath | None = None
+    # the discount code the buyer redeemed, for the `coupon` partner source
+    coupon_code: DotPath | None = None
     occurred_at: DotPath | None = None
     test_flag: DotPath | None = None
     test_values: tuple[str, ...] = ("true",)
@@ -246,6 +248,7 @@ class PayloadMapper:
             product_id=self._text(document, self.fields.product_id),
             test_mode=self._test_mode(document),
             occurred_at=self._occurred_at(document),
+            coupon_code=self._text(document, self.fields.coupon_code),
         )
 
     def _refund(self, event_type: str, document: Any) -> NormalizedEvent:

@@ -67,3 +67,11 @@ def scalar_text(value: Any) -> str | None:
     if isinstance(value, str | int):
         return str(value) or None
     return None
+
+
+def discount_code(value: Any) -> str | None:
+    """A redeemed discount code: a plain string, or the `code` of a discount object; None when absent."""
+    if isinstance(value, dict):
+        value = value.get("code")
+    text = value.strip() if isinstance(value, str) else None
+    return text or None

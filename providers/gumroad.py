@@ -160,7 +160,10 @@ def purchase_event(resource: str, sale_id: str, fields: Fields) -> NormalizedEve
         if is_true(fields, "is_preorder_authorization"):
             return ignored(resource, "pre-order authorization: the card is not charged yet")
         occurred_at = timestamp(fields.get("sale_timestamp"))
-        return NormalizedEvent(kind=kind, amount=amount, currency=currency, occurred_at=occurred_at, **common)
+        coupon_code = text(fields, "offer_code")
+        return NormalizedEvent(
+            kind=kind, amount=amount, currency=currency, occurred_at=occurred_at, coupon_code=coupon_code, **common
+        )
     sale_amount, currency = purchase_amount(fields, resource, required=False)
     if kind is EventKind.REFUND:
         # Gumroad sets `refunded` only once refunds reach the sale total and pings every refund

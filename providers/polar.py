@@ -25,6 +25,7 @@ from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEven
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
 from providers._api import ApiOptions
+from providers._payload import discount_code
 from providers.base import (
     AdapterOptions,
     CheckoutLink,
@@ -173,6 +174,7 @@ class PolarAdapter(ProviderAdapter):
             product_id=_optional_text(data.get("product_id")),
             test_mode=self.settings.sandbox,
             occurred_at=occurred_at,
+            coupon_code=discount_code(data.get("discount")),
         )
 
     def _order_refund(self, event_type: str, data: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:

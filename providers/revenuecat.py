@@ -26,6 +26,7 @@ from pydantic import Field, SecretStr
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, normalize_currency
 from bridge.redact import describe
+from providers._payload import discount_code
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -194,6 +195,7 @@ class RevenueCatAdapter(ProviderAdapter):
             product_type=SALE_TYPES[event_type],
             test_mode=_test_mode(event),
             occurred_at=_timestamp(event.get("purchased_at_ms")),
+            coupon_code=discount_code(event.get("offer_code")),
         )
 
     def _refund(self, event_type: str, event: Json) -> NormalizedEvent:

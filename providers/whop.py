@@ -25,7 +25,14 @@ from pydantic import Field
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units
-from providers._payload import currency_code, flat_metadata, load_json_object, non_negative_amount, scalar_text
+from providers._payload import (
+    currency_code,
+    discount_code,
+    flat_metadata,
+    load_json_object,
+    non_negative_amount,
+    scalar_text,
+)
 from providers.base import (
     AdapterOptions,
     PayloadError,
@@ -187,6 +194,7 @@ class WhopAdapter(ProviderAdapter):
             product_type=_id_of(data.get("plan")) or scalar_text(data.get("plan_id")),
             test_mode=self.settings.sandbox,
             occurred_at=occurred_at,
+            coupon_code=discount_code(data.get("promo_code")),
         )
 
     def _refund(self, event_type: str, data: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, normalize_currency, to_decimal
-from providers._payload import load_json_object
+from providers._payload import discount_code, load_json_object
 from providers.base import (
     AcknowledgeOnly,
     AdapterOptions,
@@ -209,6 +209,7 @@ class WooCommerceAdapter(ProviderAdapter):
             product_id=_single_product(order),
             test_mode=self.settings.sandbox,
             occurred_at=_date(order, "date_paid"),
+            coupon_code=_first_coupon(order),
         )
 
     def _refund(self, topic: str, order: Json, *, full: bool | None) -> NormalizedEvent:
@@ -366,6 +367,13 @@ def _metadata(meta_data: Any) -> dict[str, str]:
         elif isinstance(value, str | int | Decimal):
             metadata[key] = str(value)
     return metadata
+
+
+def _first_coupon(order: Json) -> str | None:
+    """The first coupon code applied to the order (`coupon_lines[].code`, in the order WooCommerce lists them)."""
+    lines = order.get("coupon_lines")
+    codes = (discount_code(line) for line in lines) if isinstance(lines, list) else iter(())
+    return next((code for code in codes if code), None)
 
 
 def _single_product(order: Json) -> str | None:

@@ -1,10 +1,13 @@
 """A Partnero-shaped HTTP server on loopback for tests: the documented API, inspectable state, faults.
 
-It models /work/shared/reference/partnero-api.md, including the awkward cases: transaction keys are not
-de-duplicated (the same key posted twice is two sales), deletes remove every live transaction with the key,
-unknown partners answer 400, duplicate customers 422 (or 409). Amounts are recorded as the exact Decimal the
-client wrote. State and fault controls are thread-safe and meant to be called from the test thread while the
-bridge under test talks to `url` from another process.
+It models /work/shared/reference/partnero-api.md (promotion codes: §12, in the shape of
+https://docs.partnero.com/api-reference/promotion-codes/get and .../promotion-codes/list, the partner
+restriction as `coupon_specific_partners: [{id, full_name}]` per .../promotion-codes/create), including
+the awkward cases: transaction keys are not de-duplicated (the same key posted twice is two sales),
+deletes remove every live transaction with the key, unknown partners answer 400, duplicate customers 422
+(or 409). Amounts are recorded as the exact Decimal the client wrote. State and fault controls are
+thread-safe and meant to be called from the test thread while the bridge under test talks to `url` from
+another process.
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ class Customer:
     email: str | None = None
     name: str | None = None
     partner_key: str | None = None
+
+
+@dataclass(frozen=True)
+class PromotionCode:
+    code: str
+    partner_keys: tuple[str, ...] = ()  # empty: open to every partner
+    coupon: str = "PARTNERS"
 
 
 @dataclass(frozen=True)
@@ -147,10 +157,14 @@ class PartneroServer:
         self.latency = 0.0  # seconds every request spends "processing", in flight, before its effect
         # the list's `key` filter is documented, but not as exact: a Partnero that ignores it must be read right
         self.ignore_key_filter = False
+        # the list's entries are documented without the partner restriction's partners: a Partnero that
+        # leaves them out must be read with the single get
+        self.list_omits_partners = False
         self._lock = threading.Lock()
         self._partners: dict[str, Partner] = {}
         self._customers: dict[str, Customer] = {}
         self._transactions: list[Transaction] = []
+        self._promotion_codes: dict[str, PromotionCode] = {}
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._chaos: tuple[float, random.Random, str | None, str | None] | None = None
@@ -170,6 +184,8 @@ class PartneroServer:
             self._route("/v1/customers", False, POST=self._create_customer),
             self._route("/v1/partners", False, GET=self._list_partners, POST=self._create_partner),
             self._route("/v1/partners/{key:path}", False, GET=self._get_partner),
+            self._route("/v1/promotion-codes", False, GET=self._list_promotion_codes),
+            self._route("/v1/promotion-codes/{code:path}", False, GET=self._get_promotion_code),
             self._route("/v1/customers/{key:path}", False, GET=self._get_customer),
         ]
         app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
@@ -210,6 +226,16 @@ class PartneroServer:
         with self._lock:
             self._customers[key] = customer
         return customer
+
+    def add_promotion_code(self, code: str, *partner_keys: str, coupon: str = "PARTNERS") -> PromotionCode:
+        """A promotion code limited to these partners (each added before, with an id), or open to all."""
+        promotion_code = PromotionCode(code, tuple(partner_keys), coupon)
+        with self._lock:
+            for key in partner_keys:
+                if self._partners.get(key) is None or self._partners[key].id is None:
+                    raise ValueError(f"add partner {key!r} with an id first: codes name partners by id")
+            self._promotion_codes[code] = promotion_code
+        return promotion_code
 
     def add_transaction(self, key: str, customer_key: str, amount: Decimal = Decimal("10.00")) -> Transaction:
         """A sale recorded at Partnero by someone else (another integration, an earlier run)."""
@@ -269,12 +295,14 @@ class PartneroServer:
             self._partners.clear()
             self._customers.clear()
             self._transactions.clear()
+            self._promotion_codes.clear()
             self._requests.clear()
             self._faults.clear()
             self._chaos = None
         self.unknown_customer, self.duplicate_customer = self._defaults
         self.latency = 0.0
         self.ignore_key_filter = False
+        self.list_omits_partners = False
 
     def wait_for(self, condition: Callable[[PartneroServer], bool], timeout: float = 10.0) -> None:
         """Poll until `condition(self)` holds; the bridge runs in another process, so tests must wait."""
@@ -472,11 +500,10 @@ class PartneroServer:
         return 200, {"data": self._render_transaction(transaction), "status": 1}, {}
 
     def _list_transactions(self, call: _Call) -> Answer:
-        try:
-            limit = min(max(int(call.query.get("limit", "15")), 1), 250)
-            page = max(int(call.query.get("page", "1")), 1)
-        except ValueError:
-            return _invalid({"limit": ["The limit and page must be integers."]})
+        paging = _paging(call)
+        if not isinstance(paging, tuple) or len(paging) != 2:
+            return paging
+        limit, page = paging
         key = call.query.get("key")
         wanted = None if self.ignore_key_filter else key
         found = [t for t in self._transactions if t.live and (wanted is None or t.key == wanted)]
@@ -527,6 +554,54 @@ class PartneroServer:
             return created
         self._customers[created.key] = created
         return 200, {"data": self._render_customer(created), "status": 1}, {}
+
+    def _list_promotion_codes(self, call: _Call) -> Answer:
+        paging = _paging(call)
+        if not isinstance(paging, tuple) or len(paging) != 2:
+            return paging
+        limit, page = paging
+        found = list(self._promotion_codes.values())
+        chunk = found[(page - 1) * limit : page * limit]
+        last = max((len(found) + limit - 1) // limit, 1)
+        meta = {"current_page": page, "last_page": last, "per_page": limit, "total": len(found)}
+        data = [self._render_promotion_code(c) for c in chunk]
+        if self.list_omits_partners:
+            data = [{k: v for k, v in c.items() if k != "coupon_specific_partners"} for c in data]
+        return 200, {"data": data, "meta": meta, "status": 1}, {}
+
+    def _get_promotion_code(self, call: _Call) -> Answer:
+        found = self._promotion_codes.get(call.params["code"])
+        if found is None:
+            return 404, {"message": "Promotion code not found."}, {}
+        return 200, {"data": self._render_promotion_code(found), "status": 1}, {}
+
+    def _render_promotion_code(self, promotion_code: PromotionCode) -> dict[str, object]:
+        partners = [self._partners[key] for key in promotion_code.partner_keys if key in self._partners]
+        return {
+            "code": promotion_code.code,
+            "first_time_order": False,
+            "limit_to_specific_partner": bool(promotion_code.partner_keys),
+            "coupon_specific_partners": [{"id": p.id, "full_name": p.email or p.key} for p in partners],
+            "limit_to_specific_customer": False,
+            "coupon_specific_customers": [],
+            "minimum_order_status": False,
+            "minimum_order_value": None,
+            "expiration_date_status": False,
+            "expiration_date_value": None,
+            "redemption_times_status": False,
+            "redemption_times_value": None,
+            "times_redeemed": 0,
+            "metadata": [],
+            "coupon": {
+                "name": promotion_code.coupon,
+                "uuid_code": promotion_code.coupon.lower(),
+                "active": True,
+                "coupon_discount_type": "percent",
+                "coupon_discount_amount": 20,
+                "coupon_duration_type": "once",
+                "coupon_duration_value": None,
+            },
+        }
 
     def _get_customer(self, call: _Call) -> Answer:
         customer = self._customers.get(call.params["key"])
@@ -654,6 +729,14 @@ def _transaction_key(call: _Call) -> str | None:
     if isinstance(call.json, dict) and _text(call.json.get("key")):
         return str(call.json["key"])
     return call.query.get("key")
+
+
+def _paging(call: _Call) -> tuple[int, int] | Answer:
+    """(limit, page) of a list call, Partnero's bounds (1-250, default 15), or the 422 for junk."""
+    try:
+        return min(max(int(call.query.get("limit", "15")), 1), 250), max(int(call.query.get("page", "1")), 1)
+    except ValueError:
+        return _invalid({"limit": ["The limit and page must be integers."]})
 
 
 def _object(value: object) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def test_dead_event_listed_shown_replayed_once(
         "EVENT",
         "TRANSACTION_KEY",
         "CUSTOMER_KEY",
+        "ATTRIBUTED",
         "STATUS",
         "REASON",
     ]

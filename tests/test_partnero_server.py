@@ -420,3 +420,18 @@ def test_partners_are_found_by_email_and_created_once(server: PartneroServer, cl
     assert again.status_code == 422 and again.json()["errors"] == {"email": ["The email has already been taken."]}
     assert client.post("/partners", json={"name": "No Mail"}).status_code == 422
     assert client.get("/partners/missing").status_code == 404
+
+
+def test_promotion_codes_list_and_get_in_the_documented_shape(server: PartneroServer, client: httpx.Client) -> None:
+    server.add_partner("ptr_host", id="prt_host")
+    server.add_promotion_code("PODCAST20", "ptr_host")
+    server.add_promotion_code("EVERYONE10")
+    listed = client.get("/promotion-codes", params={"limit": 1, "page": 2}).json()
+    assert [c["code"] for c in listed["data"]] == ["EVERYONE10"]
+    assert listed["meta"]["last_page"] == 2
+    one = client.get("/promotion-codes/PODCAST20").json()["data"]
+    assert one["limit_to_specific_partner"] is True
+    assert one["coupon_specific_partners"] == [{"id": "prt_host", "full_name": "ptr_host"}]
+    assert client.get("/promotion-codes/podcast20").status_code == 404
+    with pytest.raises(ValueError, match="with an id"):
+        server.add_promotion_code("NOID", "ptr_unknown")

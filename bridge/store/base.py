@@ -229,6 +229,7 @@ class EventView:
     created_at: float
     email: str | None = None  # the buyer's (or the sign-up's) email, for the operator's search
     warning: str | None = None
+    attributed: str | None = None  # the rule that attributed a sale: cookie, sign-up, code, memory
 
 
 @dataclass(frozen=True)

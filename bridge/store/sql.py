@@ -517,7 +517,8 @@ class SQLTransaction:
     def _event_view(self) -> str:
         email = self.dialect.json_text("e.data", ("customer", "email"))
         signup_email = self.dialect.json_text("e.data", ("email",))
-        return _EVENT_VIEW.replace("{email}", f"COALESCE({email}, {signup_email})")
+        attributed = self.dialect.json_text("e.data", ("attribution", "rule"))
+        return _EVENT_VIEW.replace("{email}", f"COALESCE({email}, {signup_email})").replace("{attributed}", attributed)
 
     def get_event(self, event_id: int) -> tuple[EventView, dict[str, Any]] | None:
         row = self._x(f"SELECT * FROM ({self._event_view()}) AS v WHERE id = ?", (event_id,)).fetchone()
@@ -645,7 +646,7 @@ SELECT e.id, e.call_id, e.endpoint, e.kind, e.event_type, e.transaction_key, e.c
             FROM operations o WHERE o.event_id = e.id) END AS status,
        CASE WHEN e.status <> 'queued' THEN e.reason ELSE (
             SELECT o.reason FROM operations o WHERE o.event_id = e.id ORDER BY o.id DESC LIMIT 1) END AS reason,
-       e.operation_id, e.created_at, {email} AS email, e.warning
+       e.operation_id, e.created_at, {email} AS email, e.warning, {attributed} AS attributed
 FROM events e
 """
 
