@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import httpx
+import yarl
 
 
 @contextlib.contextmanager
@@ -62,7 +63,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         with _as_httpx(request):
             async with self._session_for_loop().request(
                 request.method,
-                str(request.url),
+                # already encoded by httpx: yarl must not decode `%2E` and fold `/..` (a key of dots)
+                yarl.URL(str(request.url), encoded=True),
                 headers=[(k, v) for k, v in request.headers.multi_items() if k.lower() != "accept-encoding"],
                 data=body or None,
                 allow_redirects=False,
