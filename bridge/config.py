@@ -290,7 +290,7 @@ def duration_seconds(text: str) -> float:
     value = text.strip()
     if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit():
         raise ValueError(f"{text!r} is not a duration (use 90m, 1h, 3d)")
-    return float(int(value[:-1]) * units[value[-1]])
+    return float(int(value[:-1]) * units[value[-1]])  # seconds
 
 
 def interpolate(value: Any) -> Any:

@@ -24,6 +24,7 @@ operation, and so that a healed Partnero is noticed within `max_pause` seconds:
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable
@@ -110,7 +111,7 @@ class CircuitBreaker:
         self.failures = 0  # consecutive failure waves
         self.until = 0.0  # end of the current pause (OPEN)
         self.pause = self.initial_pause  # the pause the next failed probe starts
-        self._last_failure_at = float("-inf")
+        self._last_failure_at = -math.inf
 
     @property
     def closed(self) -> bool:

@@ -158,7 +158,7 @@ class ProviderAdapter:
         """The payments made in `window` as the provider's API describes them now (refunds included),
         each with the events this adapter's parsing makes of it, for backfill and reconcile.
 
-        The client lives beside the adapter, in `providers/<name>_api.py` (its `list_payments`), with the
+        The client lives beside the adapter, in `providers/_<name>_api.py` (its `list_payments`), with the
         shared machinery in `providers._api`; a provider without one has no backfill.
         """
         records: list[PaymentRecord] = await self._api_client("list_payments", "backfill and reconcile")(
@@ -167,7 +167,7 @@ class ProviderAdapter:
         return records
 
     async def list_affiliates(self, window: HistoryWindow) -> list[Affiliate]:
-        """The provider's own affiliates (`providers/<name>_api.py` `list_affiliates`), to become partners."""
+        """The provider's own affiliates (`providers/_<name>_api.py` `list_affiliates`), to become partners."""
         affiliates: list[Affiliate] = await self._api_client("list_affiliates", "import-affiliates")(
             self, self.options, window
         )
@@ -177,7 +177,7 @@ class ProviderAdapter:
         from providers._api import HistoryUnavailable
 
         try:
-            client = importlib.import_module(f"providers.{self.name}_api")
+            client = importlib.import_module(f"providers._{self.name}_api")
         except ModuleNotFoundError:
             client = None
         if not hasattr(client, function):

@@ -422,7 +422,7 @@ def test_the_docs_table_says_which_providers_have_backfill() -> None:
 
     text = (ROOT / "docs" / "backfill.md").read_text()
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([^|]+?) \| (yes|not yet) \|", text, re.M)}
-    with_api = {name for name in registry() if importlib.util.find_spec(f"providers.{name}_api") is not None}
+    with_api = {name for name in registry() if importlib.util.find_spec(f"providers._{name}_api") is not None}
     names = {"lemonsqueezy": "Lemon Squeezy", "dodopayments": "Dodo Payments"}
     documented = {name for name, has in rows.items() if has == "yes"}
     assert {names.get(name, name.capitalize()) for name in with_api} == documented
@@ -431,7 +431,7 @@ def test_the_docs_table_says_which_providers_have_backfill() -> None:
 def test_mollie_backfill_reads_the_payment_list_page_by_page(
     tmp_path: Path, partnero: PartneroServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from providers import mollie_api
+    from providers import _mollie_api as mollie_api
     from tests.mollie_server import API_KEY as MOLLIE_KEY
     from tests.mollie_server import MollieServer
     from tests.mollie_server import fixture as mollie_fixture
@@ -474,7 +474,7 @@ def test_mollie_backfill_reads_the_payment_list_page_by_page(
 
 
 def test_mollie_cursor_pages() -> None:
-    from providers.mollie_api import _params
+    from providers._mollie_api import _params
 
     assert _params(1, None) == {"limit": 250}
     following = {"_links": {"next": {"href": "https://api.mollie.com/v2/payments?from=tr_Next&limit=250"}}}

@@ -564,10 +564,10 @@ class SQLTransaction:
 
     def paused_programs(self) -> dict[str, float]:
         rows = self._x("SELECT scope, paused_at FROM program_pauses ORDER BY scope").fetchall()
-        return {str(scope): float(at) for scope, at in rows}
+        return {str(scope): float(at) for scope, at in rows}  # unix seconds
 
     def status_counts(self, since: float | None) -> dict[tuple[str, str], int]:
-        floor = since if since is not None else float("-inf")
+        floor = since if since is not None else float("-inf")  # unix seconds
         rows = self._x(
             f"SELECT kind, status, COUNT(*) FROM ({self._event_view()}) AS v WHERE created_at >= ?"
             " GROUP BY kind, status",
@@ -591,7 +591,7 @@ class SQLTransaction:
             " MIN(CASE WHEN status = 'received' THEN received_at END),"
             " SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) FROM calls"
         ).fetchone()
-        oldest = [float(t) for t in (ops[1], calls[1]) if t is not None]
+        oldest = [float(t) for t in (ops[1], calls[1]) if t is not None]  # unix seconds
         return QueueStats(
             int(ops[0] or 0), int(calls[0] or 0), min(oldest, default=None), int(ops[2] or 0), int(calls[2] or 0)
         )
