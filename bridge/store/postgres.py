@@ -209,15 +209,15 @@ class PostgresStore:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._run_each_sync, works)
 
     def _run_each_sync(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
+        # one transaction each, not one for the round: the per-payment and per-customer advisory locks
+        # last until commit, so a round holding many of them while another process's round takes the
+        # same ones in another order deadlocked, and PostgreSQL failed one of the calls
         results: list[T | Exception] = []
-        with self._pool.connection() as conn, conn.transaction():
-            tx = SQLTransaction(conn, POSTGRES)
-            for work in works:
-                try:
-                    with conn.transaction():  # nested: a savepoint, rolled back alone when the work raises
-                        results.append(work(tx))
-                except Exception as exc:
-                    results.append(exc)
+        for work in works:
+            try:
+                results.append(self.run_sync(work))
+            except Exception as exc:
+                results.append(exc)
         return results
 
     def run_sync(self, work: Callable[[Transaction], T]) -> T:
