@@ -84,7 +84,9 @@ def uvicorn_settings(limits: HttpLimits) -> dict[str, Any]:
         )
     return {
         "http": guarded_protocol(limits),
-        "limit_concurrency": cap,
+        # uvicorn refuses a request when the open connections, its own included, reach this number;
+        # `max_connections` promises that many served at once, so the refusal starts one above it
+        "limit_concurrency": cap + 1,
         "backlog": backlog,
         # uvicorn takes whole seconds here; anything shorter than a second is one second
         "timeout_keep_alive": max(1, round(limits.keep_alive_seconds)),

@@ -173,26 +173,11 @@ def test_idle_keep_alive_connections_close(bridge: Callable[..., BridgeProcess])
 # --- connection cap ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.skip(
-    reason="flaky (about 1 run in 3): whether the eight busy requests are in flight when the ninth arrives"
-    " is a race; quarantined until it waits on the server's own state (issue 10 left open for it)"
-)
 def test_connections_over_the_cap_get_a_clean_503_but_healthz_answers(bridge: Callable[..., BridgeProcess]) -> None:
     process = bridge({"max_connections": 8})
-    busy = []
-    for _ in range(8):
-        sock = connect(process)
-        # a request under way: its headers arrived, its body is still coming
-        # signature headers present, so the endpoint must wait for the body before it can answer
-        signed = f"webhook-id: msg_busy\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,AAAA\r\n"
-        sock.sendall(
-            b"POST /webhooks/polar HTTP/1.1\r\nHost: x\r\n" + signed.encode() + b"Content-Length: 100\r\n\r\n{"
-        )
-        busy.append(sock)
+    busy = [in_flight(process) for _ in range(8)]
     try:
-        # give the server a moment to read the eight requests' headers: a connection whose headers have
-        # not been read counts as idle, and a newcomer at the cap closes the longest-idle one instead
-        time.sleep(0.5)
+        # eight requests are being served, so the cap is full: a ninth connection is refused, not queued
         response = httpx.post(f"{process.url}/webhooks/polar", content=b"{}", timeout=5)
         assert response.status_code == 503
         assert health_latency(process) < HEALTH_BUDGET_SECONDS
@@ -207,6 +192,22 @@ def test_connections_over_the_cap_get_a_clean_503_but_healthz_answers(bridge: Ca
             break
         time.sleep(0.05)
     assert status == 401
+
+
+def in_flight(bridge: BridgeProcess) -> socket.socket:
+    """A connection whose request the server is serving: its headers were read and the handler is waiting
+    for the body. `Expect: 100-continue` makes the server say so ("100 Continue" is written when the
+    handler first asks for the body), so the caller waits on the server's state instead of a guess."""
+    sock = connect(bridge)
+    signed = f"webhook-id: msg_busy\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,AAAA\r\n"
+    sock.sendall(
+        b"POST /webhooks/polar HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        + signed.encode()
+        + b"Content-Length: 100\r\n\r\n"
+    )
+    reply = sock.recv(64)
+    assert reply.startswith(b"HTTP/1.1 100 "), reply
+    return sock
 
 
 def test_idle_sockets_cannot_use_up_file_descriptors(bridge: Callable[..., BridgeProcess]) -> None:
