@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.mapping import validate_sources
-from bridge.secret_policy import Unverifiable, secrets_weakness
+from bridge.secret_policy import MIN_TOKEN_LENGTH, Unverifiable, secrets_weakness, weakness
 from bridge.suggest import did_you_mean
 from providers import UnknownProviderError, get_adapter_class
 from providers.base import ProviderAdapter
@@ -333,6 +333,15 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         endpoint = _build_endpoint(name, settings, model.partnero, problems, warnings)
         if endpoint is not None:
             endpoints[name] = endpoint
+    # unlike a dry-run endpoint's secret, a weak token is refused in dry run too: the console shows buyers'
+    # personal data and the relay creates Partnero customers whatever the endpoints do
+    for path, token, guards in (
+        ("admin.token", model.admin.token, "the console and its buyers' data"),
+        ("signups.token", model.signups.token, "the sign-up relay"),
+    ):
+        weak = weakness(token, MIN_TOKEN_LENGTH) if token else None
+        if weak is not None:
+            problems.append(f"{path}: {weak}: anyone could use {guards}")
     store = model.store if isinstance(model.store, StoreSettings) else StoreSettings(url=model.store)
     if not store.url.startswith(("sqlite://", "postgresql://", "postgres://")):
         where = "store.url" if isinstance(model.store, StoreSettings) else "store"

@@ -32,6 +32,8 @@ SHIPPED_PLACEHOLDERS = frozenset(
         "whsec_Y2hhbmdlLW1lLWRvZG8tY2hhbmdlLW1lLWRvZG8=",
     }
 )
+# the bridge's own bearer tokens (admin.token, signups.token): what `openssl rand -hex 8` gives at least
+MIN_TOKEN_LENGTH = 16
 # and anything built like them: the marker in the text, or in the base64 after `whsec_`
 _MARKERS = ("change-me", "changeme", "change_me")
 

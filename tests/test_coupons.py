@@ -38,6 +38,8 @@ CODE_SALES = {
 }
 CASES = {c.provider: c for c in provider_cases()}
 
+SIGNUP_TOKEN = "sign-up-token-0123456789"
+
 
 def _endpoint(partnero: PartneroServer, codes: dict[str, str] | None = None, **settings: Any) -> Endpoint:
     config = parse_config(
@@ -224,7 +226,7 @@ def test_later_sales_need_no_code_and_the_map_wins(partnero: PartneroServer, bri
     _host_code(partnero, "ptr_map")
     settings = _settings(case, customer_key=["email"])
     bridge = bridge_factory(
-        {"shop": settings}, coupons={"codes": {"PODCAST20": "ptr_map"}}, admin={"token": "admin-token"}
+        {"shop": settings}, coupons={"codes": {"PODCAST20": "ptr_map"}}, admin={"token": "admin-token-0123456789"}
     )
     _post(bridge, case, "sale_offer_code.txt")
     partnero.wait_for(lambda s: len(s.live_transactions()) == 1)
@@ -237,7 +239,7 @@ def test_later_sales_need_no_code_and_the_map_wins(partnero: PartneroServer, bri
     assert first == {"rule": "code", "source": "coupon", "partner": "ptr_map", "code": "podcast20"}
     assert renewal == {"rule": "memory", "partner": "ptr_map"}
     # the operator sees the rule in the console and in `events`
-    bearer = {"authorization": "Bearer admin-token"}
+    bearer = {"authorization": "Bearer admin-token-0123456789"}
     rows = httpx.get(f"{bridge.url}/admin/events", params={"format": "json"}, headers=bearer).json()["rows"]
     assert [r["attributed"] for r in rows] == ["memory", "code"]
     page = httpx.get(f"{bridge.url}/admin/events/{rows[1]['id']}", headers=bearer).text
@@ -270,9 +272,9 @@ def test_a_code_does_not_steal_a_customer_the_relay_created(
     case = CASES["gumroad"]
     _host_code(partnero, "ptr_anna")
     settings = _settings(case, customer_key=["email"], coupon_overrides=True)
-    bridge = bridge_factory({"shop": settings}, signups={"token": "sign-up-token"})
+    bridge = bridge_factory({"shop": settings}, signups={"token": SIGNUP_TOKEN})
     signup = {"key": "ada@example.com", "email": "ada@example.com", "partner": {"key": "ptr_anna"}}
-    answer = httpx.post(f"{bridge.url}/signups", json=signup, headers={"Authorization": "Bearer sign-up-token"})
+    answer = httpx.post(f"{bridge.url}/signups", json=signup, headers={"Authorization": f"Bearer {SIGNUP_TOKEN}"})
     assert answer.status_code == 202
     partnero.wait_for(lambda s: "ada@example.com" in s.customers)
     _post(bridge, case, "sale_offer_code.txt")
@@ -287,9 +289,9 @@ def test_a_sign_up_without_a_partner_is_attributed_by_its_first_code(
 ) -> None:
     case = CASES["gumroad"]
     _host_code(partnero)
-    bridge = bridge_factory({"shop": _settings(case, customer_key=["email"])}, signups={"token": "sign-up-token"})
+    bridge = bridge_factory({"shop": _settings(case, customer_key=["email"])}, signups={"token": SIGNUP_TOKEN})
     signup = {"key": "ada@example.com", "email": "ada@example.com"}
-    answer = httpx.post(f"{bridge.url}/signups", json=signup, headers={"Authorization": "Bearer sign-up-token"})
+    answer = httpx.post(f"{bridge.url}/signups", json=signup, headers={"Authorization": f"Bearer {SIGNUP_TOKEN}"})
     assert answer.status_code == 202
     _post(bridge, case, "sale_offer_code.txt")
     partnero.wait_for(lambda s: len(s.live_transactions()) == 1)

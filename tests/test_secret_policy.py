@@ -149,3 +149,29 @@ def test_check_config_refuses_a_placeholder_from_the_environment_naming_the_endp
     dry = _check_config({"LEMONSQUEEZY_SIGNING_SECRET": "change-me-lemonsqueezy"})
     assert dry.returncode == 0, dry.stderr
     assert "warning: endpoint lemonsqueezy: its secret is a placeholder" in dry.stdout
+
+
+# --- the bridge's own tokens ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section", ["admin", "signups"])
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("change-me", "is a placeholder"),
+        ("change-me-admin-token-please", "is a placeholder"),
+        ("short-token", "is shorter than 16 characters"),
+    ],
+)
+def test_a_weak_console_or_relay_token_stops_the_start_even_in_dry_run(section: str, token: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({section: {"token": token}})
+    (problem,) = error.value.problems
+    assert problem.startswith(f"{section}.token: {reason}")
+    assert token not in problem
+
+
+@pytest.mark.parametrize("section", ["admin", "signups"])
+def test_a_long_random_token_or_none_is_accepted(section: str) -> None:
+    assert getattr(parse_config({section: {"token": "9f86d081884c7d65"}}), section).enabled
+    assert not getattr(parse_config({section: {"token": ""}}), section).enabled
