@@ -434,7 +434,7 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
 
     from bridge.app import create_app
     from bridge.delivery import Worker
-    from bridge.limits import http_limits, limit_server_logs, uvicorn_settings
+    from bridge.limits import console_limits, descriptors_held, http_limits, limit_server_logs, uvicorn_settings
     from bridge.store import open_store
 
     for warning in config.warnings:
@@ -451,6 +451,9 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
     worker = Worker(config, store) if with_worker else None
     app = create_app(config, store, worker)
     limit_server_logs()
+    # the console's own listener is as reachable as the webhook one: the same limits, a smaller cap
+    limits = http_limits(config.server)
+    console_settings = uvicorn_settings(console_limits(limits)) if own_listener(config) else {}
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -459,7 +462,7 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
             log_config=None,
             access_log=False,
             lifespan="off",
-            **uvicorn_settings(http_limits(config.server)),
+            **uvicorn_settings(limits, reserved=descriptors_held(console_settings) if console_settings else 0),
         )
     )
     console_server = None
@@ -472,6 +475,7 @@ async def serve(config: Config, host: str, port: int, with_worker: bool = True) 
                 log_config=None,
                 access_log=False,
                 lifespan="off",
+                **console_settings,
             )
         )
     _print_urls(config, host, port)

@@ -38,6 +38,7 @@ HEALTH_PATH = b"/healthz"
 # file descriptors kept free for the store, the outbound pool and the log, whatever the cap says
 _RESERVED_DESCRIPTORS = 32
 _MAX_BACKLOG = 2048
+CONSOLE_MAX_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -57,24 +58,40 @@ def http_limits(server: ServerSettings) -> HttpLimits:
     )
 
 
-def descriptor_budget(requested: int) -> tuple[int, int]:
+def console_limits(limits: HttpLimits) -> HttpLimits:
+    """The console's own listener (`admin.host/port`): the same limits, with room for a few operators."""
+    return HttpLimits(
+        max_header_bytes=limits.max_header_bytes,
+        request_timeout_seconds=limits.request_timeout_seconds,
+        keep_alive_seconds=limits.keep_alive_seconds,
+        max_connections=min(limits.max_connections, CONSOLE_MAX_CONNECTIONS),
+    )
+
+
+def descriptor_budget(requested: int, reserved: int = 0) -> tuple[int, int]:
     """(connection cap, listen backlog) that fit the file descriptors this process may open (`ulimit -n`).
 
     asyncio accepts up to a backlog's worth of connections per loop turn, and a protocol only sees its
     connection (and can close an idle one) a few turns later; so the cap, a few backlogs in flight and a
     reserve for the store and the outbound pool must fit under the limit. Otherwise accept() fails with
-    EMFILE and the loop stops accepting for a second, health probes included.
+    EMFILE and the loop stops accepting for a second, health probes included. `reserved` is what another
+    listener of this process (the console's) may hold.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return requested, _MAX_BACKLOG
     backlog = min(_MAX_BACKLOG, max(4, soft // 16))
-    return max(1, min(requested, soft - 4 * backlog - _RESERVED_DESCRIPTORS)), backlog
+    return max(1, min(requested, soft - 4 * backlog - _RESERVED_DESCRIPTORS - reserved)), backlog
 
 
-def uvicorn_settings(limits: HttpLimits) -> dict[str, Any]:
+def descriptors_held(settings: dict[str, Any]) -> int:
+    """The most file descriptors a listener made with `uvicorn_settings` may hold (see descriptor_budget)."""
+    return int(settings["limit_concurrency"]) + 4 * int(settings["backlog"])
+
+
+def uvicorn_settings(limits: HttpLimits, reserved: int = 0) -> dict[str, Any]:
     """Keyword arguments for `uvicorn.Config` that apply `limits`."""
-    cap, backlog = descriptor_budget(limits.max_connections)
+    cap, backlog = descriptor_budget(limits.max_connections, reserved)
     if cap < limits.max_connections:
         log.warning(
             "server.max_connections lowered from %s to %s: the process may open only %s files (ulimit -n)",

@@ -273,6 +273,9 @@ def test_the_console_on_a_listener_of_its_own(bridge_factory: Any) -> None:
     assert httpx.get(f"http://127.0.0.1:{port}/admin?format=json", headers=BEARER).status_code == 200
     assert httpx.get(f"http://127.0.0.1:{port}/metrics", headers=BEARER).status_code == 200
     assert httpx.get(f"http://127.0.0.1:{port}/webhooks/shop").status_code == 404
+    # as public as the webhook listener, so it has the same HTTP limits
+    oversize = httpx.get(f"http://127.0.0.1:{port}/admin", headers={**BEARER, "x-pad": "a" * 70_000})
+    assert oversize.status_code == 431
     bridge.stop()
     # ended by the SIGTERM (uvicorn re-raises it after its graceful exit), not by stop()'s SIGKILL fallback
     assert bridge.proc is not None and bridge.proc.returncode == -signal.SIGTERM
