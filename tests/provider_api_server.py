@@ -132,13 +132,14 @@ FLAVORS = {
     "polar": Flavor(
         "authorization", "Bearer {key}", ("/v1/orders/",), _polar, error=lambda status: {"detail": "test server"}
     ),
-    # https://docs.creem.io/api-reference/endpoint/get-transactions (x-api-key)
+    # https://docs.creem.io/api-reference/endpoint/get-transactions (x-api-key); look-ups:
+    # /endpoint/get-customer and /endpoint/get-transaction (`GET /v1/transactions?transaction_id=`)
     "creem": Flavor(
         "x-api-key",
         "{key}",
         ("/v1/transactions/search",),
         _creem,
-        lookups=(("/v1/customers", "customer_id"),),
+        lookups=(("/v1/customers", "customer_id"), ("/v1/transactions", "transaction_id")),
     ),
     # https://docs.dodopayments.com/api-reference/payments/get-payments (Bearer)
     "dodopayments": Flavor("authorization", "Bearer {key}", ("/payments", "/refunds"), _dodo),
