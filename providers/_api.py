@@ -199,6 +199,27 @@ async def read_object(
     return data
 
 
+async def look_up(
+    provider: str,
+    options: ApiOptions,
+    default_base_url: str,
+    headers: Mapping[str, str],
+    path: str,
+    params: Mapping[str, str] | None = None,
+) -> dict[str, Any] | int:
+    """`read_object` on a client of its own: one look-up while a webhook is read (Creem, Lemon Squeezy)."""
+    base_url = (options.api_base_url or default_base_url).rstrip("/") + "/"
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=dict(headers), timeout=options.api_timeout_seconds
+    ) as client:
+        return await read_object(client, provider, path, params)
+
+
+def has_api_key(options: AdapterOptions) -> bool:
+    key = getattr(options, "api_key", None)
+    return isinstance(key, SecretStr) and bool(key.get_secret_value().strip())
+
+
 def _retry_after(value: str | None) -> float:
     try:
         return max(0.0, float(value)) if value is not None else 1.0

@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from bridge.events import ignored
 from providers import _api
 from providers.base import ProviderAdapter
@@ -33,21 +31,15 @@ _PAID = {"paid", "refunded", "partially_refunded"}
 _MONEY = ("amount", "amount_paid", "discount_amount", "tax_amount", "currency")
 
 
-def has_api_key(options: object) -> bool:
-    key = getattr(options, "api_key", None)
-    return key is not None and bool(key.get_secret_value().strip())
-
-
 async def paid_transaction(options: _api.ApiOptions, transaction_id: str) -> Mapping[str, Any] | None:
     """The transaction if Creem reports it paid (refunded later or not), else None (unknown, not paid).
 
     Trouble reaching Creem, a 429 or 5xx, or a refused key raises `ProviderUnavailable`: the webhook stays
     stored and is read again later, so fixing the key lets it through.
     """
-    base_url = (options.api_base_url or DEFAULT_BASE_URL).rstrip("/") + "/"
     headers = {"x-api-key": _api.api_key("creem", options), "accept": "application/json"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=options.api_timeout_seconds) as client:
-        transaction = await _api.read_object(client, "Creem", "transactions", {"transaction_id": transaction_id})
+    params = {"transaction_id": transaction_id}
+    transaction = await _api.look_up("Creem", options, DEFAULT_BASE_URL, headers, "transactions", params)
     if isinstance(transaction, int):
         # 404 (or 400) for an id Creem does not know: the renewal stays skipped with its reason
         return None

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units
 from bridge.redact import describe
-from providers import _creem_api
+from providers import _api, _creem_api
 from providers._api import ApiOptions
 from providers._payload import currency_code, load_json_object
 from providers.base import (
@@ -98,7 +98,7 @@ class CreemAdapter(ProviderAdapter):
         events = self.parse(request)
         if not any(_awaits_paid_amount(event) for event in events):
             return events
-        if not isinstance(self.options, ApiOptions) or not _creem_api.has_api_key(self.options):
+        if not isinstance(self.options, ApiOptions) or not _api.has_api_key(self.options):
             return events
         envelope = load_json_object(request.body)
         obj = envelope["object"]
