@@ -56,7 +56,8 @@ _IGNORED = {
 
 
 class CreemOptions(ApiOptions):
-    """`api_key` (and `api_base_url: https://test-api.creem.io/v1` for test mode) enables backfill."""
+    """`api_key` (and `api_base_url: https://test-api.creem.io/v1` for test mode) enables backfill, and
+    lets a renewal's `subscription.paid` without `last_transaction` be booked at its paid amount."""
 
 
 class CreemAdapter(ProviderAdapter):

@@ -64,7 +64,8 @@ Handler = Callable[[str, Json, Json], NormalizedEvent]
 
 
 class LemonSqueezyOptions(ApiOptions):
-    """`api_key` (and `store_id` when the key sees several stores) lets backfill and reconcile read the API."""
+    """`api_key` (and `store_id` when the key sees several stores) lets backfill and reconcile read the API,
+    and finds the order of a first payment refunded as a subscription invoice."""
 
     store_id: int | None = None
 
