@@ -22,7 +22,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from bridge.events import NormalizedEvent
-from providers.base import AdapterOptions
+from providers.base import AdapterOptions, ProviderUnavailable
 
 MAX_RETRY_AFTER_WAIT = 60.0  # seconds a run waits out a 429 before it stops and says so
 TRANSIENT_RETRIES = 3
@@ -164,6 +164,60 @@ class ApiClient:
         if wait > 0:
             await asyncio.sleep(wait)
         self._last = time.monotonic()
+
+
+async def read_object(
+    client: httpx.AsyncClient, provider: str, path: str, params: Mapping[str, str] | None = None
+) -> dict[str, Any] | int:
+    """One object a webhook read needs from the provider's API (Mollie's payment, Creem's transaction).
+
+    Answers the JSON object of a 200, or the status of any other 4xx for the caller to judge (an id the
+    API does not know). Whatever may pass raises `ProviderUnavailable`, so the stored webhook is read
+    again later: no answer, a timeout, 429, 5xx, a refused key (fixing it lets the waiting calls
+    through), and a 200 that is not a JSON object.
+    """
+    try:
+        # no `params` at all when there are none: an empty one would drop the query already in `path`
+        response = await (client.get(path, params=dict(params)) if params else client.get(path))
+    except httpx.TimeoutException:
+        raise ProviderUnavailable(f"{provider} API timed out") from None
+    except httpx.HTTPError as exc:
+        raise ProviderUnavailable(f"{provider} API unreachable ({type(exc).__name__})") from None
+    status = response.status_code
+    if status in (401, 403):
+        raise ProviderUnavailable(f"{provider} API refused the api_key ({status})")
+    if status == 429 or status >= 500:
+        raise ProviderUnavailable(f"{provider} API answered {status}")
+    if status != 200:
+        return status
+    try:
+        data = json.loads(response.content, parse_float=Decimal)
+    except (ValueError, RecursionError):
+        raise ProviderUnavailable(f"{provider} API answered something that is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProviderUnavailable(f"{provider} API answered JSON that is not an object")
+    return data
+
+
+async def look_up(
+    provider: str,
+    options: ApiOptions,
+    default_base_url: str,
+    headers: Mapping[str, str],
+    path: str,
+    params: Mapping[str, str] | None = None,
+) -> dict[str, Any] | int:
+    """`read_object` on a client of its own: one look-up while a webhook is read (Creem, Lemon Squeezy)."""
+    base_url = (options.api_base_url or default_base_url).rstrip("/") + "/"
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=dict(headers), timeout=options.api_timeout_seconds
+    ) as client:
+        return await read_object(client, provider, path, params)
+
+
+def has_api_key(options: AdapterOptions) -> bool:
+    key = getattr(options, "api_key", None)
+    return isinstance(key, SecretStr) and bool(key.get_secret_value().strip())
 
 
 def _retry_after(value: str | None) -> float:

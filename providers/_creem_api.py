@@ -1,4 +1,8 @@
-"""Creem's API as the safety net behind its webhooks: `GET /v1/transactions/search`.
+"""Creem's API: `GET /v1/transactions/search` behind its webhooks, `GET /v1/transactions` for a renewal.
+
+`paid_transaction` reads one transaction (`GET /v1/transactions?transaction_id=`,
+https://docs.creem.io/api-reference/endpoint/get-transaction) for a `subscription.paid` whose payload
+names the transaction but not what was paid; the adapter then books the transaction's own `amount_paid`.
 
 A transaction (`tran_…`) is one payment — the key `checkout.completed` and `subscription.paid` both
 resolve to — so each is read by the adapter's own parser as the `checkout.completed` that carries it
@@ -25,6 +29,21 @@ DEFAULT_BASE_URL = "https://api.creem.io/v1"
 PAGE_SIZE = 100
 _PAID = {"paid", "refunded", "partially_refunded"}
 _MONEY = ("amount", "amount_paid", "discount_amount", "tax_amount", "currency")
+
+
+async def paid_transaction(options: _api.ApiOptions, transaction_id: str) -> Mapping[str, Any] | None:
+    """The transaction if Creem reports it paid (refunded later or not), else None (unknown, not paid).
+
+    Trouble reaching Creem, a 429 or 5xx, or a refused key raises `ProviderUnavailable`: the webhook stays
+    stored and is read again later, so fixing the key lets it through.
+    """
+    headers = {"x-api-key": _api.api_key("creem", options), "accept": "application/json"}
+    params = {"transaction_id": transaction_id}
+    transaction = await _api.look_up("Creem", options, DEFAULT_BASE_URL, headers, "transactions", params)
+    if isinstance(transaction, int):
+        # 404 (or 400) for an id Creem does not know: the renewal stays skipped with its reason
+        return None
+    return transaction if transaction.get("status") in _PAID else None
 
 
 async def list_payments(

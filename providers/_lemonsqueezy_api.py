@@ -1,5 +1,9 @@
 """Lemon Squeezy's API as the safety net behind its webhooks: orders and subscription invoices.
 
+Also `GET /v1/subscriptions/:id` (https://docs.lemonsqueezy.com/api/subscriptions/retrieve-subscription)
+for `subscription_order_id`: the order a subscription began with (`attributes.order_id`), whose key the
+first payment is booked under, when a refund of that payment arrives as a subscription invoice.
+
 Also `GET /v1/affiliates` (the store's own affiliate program, which ends with Lemon Squeezy) for
 `import-affiliates`: https://docs.lemonsqueezy.com/api/affiliates/the-affiliate-object (status `active`,
 `pending` or `disabled`; `user_name`, `user_email`).
@@ -58,6 +62,25 @@ def _shape(store_id: int | None) -> _api.ListShape:
         more=more,
         created_at=lambda item: _api.parse_time(_attributes(item).get("created_at")),
     )
+
+
+async def subscription_order_id(options: _api.ApiOptions, subscription_id: str) -> str | None:
+    """The id of the order subscription `subscription_id` began with; None when the API does not know it.
+
+    Trouble reaching the API raises `ProviderUnavailable` (the webhook is read again later).
+    """
+    headers = {"authorization": f"Bearer {_api.api_key('lemonsqueezy', options)}", "accept": "application/vnd.api+json"}
+    path = f"subscriptions/{subscription_id}"
+    answer = await _api.look_up("Lemon Squeezy", options, DEFAULT_BASE_URL, headers, path)
+    if isinstance(answer, int):
+        return None
+    data = answer.get("data")
+    if not isinstance(data, Mapping) or data.get("type") != "subscriptions" or str(data.get("id")) != subscription_id:
+        return None
+    order_id = _attributes(data).get("order_id")
+    if isinstance(order_id, bool) or not isinstance(order_id, int | str) or not str(order_id).isdigit():
+        return None
+    return str(order_id)
 
 
 async def list_payments(

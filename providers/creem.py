@@ -4,6 +4,10 @@ Creem announces the first payment of a subscription twice, as `checkout.complete
 its `transaction`) and as `subscription.paid` (`last_transaction_id`). Both resolve to
 `creem:tran:<transaction id>`, so the payment is one Partnero sale; renewals are new transactions,
 hence new sales. Refunds and disputes name the transaction, so they share the sale's key.
+
+Creem's documented `subscription.paid` names its transaction but not what was paid. With an `api_key`
+the adapter reads that transaction from Creem's API and books its `amount_paid`; without one (or when
+Creem does not report it paid) the renewal is skipped with the reason, never booked at list price.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, ClassVar
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units
 from bridge.redact import describe
+from providers import _api, _creem_api
 from providers._api import ApiOptions
 from providers._payload import currency_code, load_json_object
 from providers.base import (
@@ -51,7 +56,8 @@ _IGNORED = {
 
 
 class CreemOptions(ApiOptions):
-    """`api_key` (and `api_base_url: https://test-api.creem.io/v1` for test mode) enables backfill."""
+    """`api_key` (and `api_base_url: https://test-api.creem.io/v1` for test mode) enables backfill, and
+    lets a renewal's `subscription.paid` without `last_transaction` be booked at its paid amount."""
 
 
 class CreemAdapter(ProviderAdapter):
@@ -87,6 +93,29 @@ class CreemAdapter(ProviderAdapter):
 
     def sign(self, body: bytes, secret: str, now: float) -> SignedRequest:
         return SignedRequest(headers={SIGNATURE_HEADER: sign_hmac(secret.encode("utf-8"), body)})
+
+    async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        """`parse`, with the paid amount of a `subscription.paid` that lacks it read from Creem's API."""
+        events = self.parse(request)
+        if not any(_awaits_paid_amount(event) for event in events):
+            return events
+        if not isinstance(self.options, ApiOptions) or not _api.has_api_key(self.options):
+            return events
+        envelope = load_json_object(request.body)
+        obj = envelope["object"]
+        transaction = await _creem_api.paid_transaction(self.options, obj["last_transaction_id"])
+        if transaction is None:
+            return events
+        event_type = envelope["eventType"]
+        try:
+            # the transaction is what the payload's `last_transaction` would have been
+            return [
+                _subscription_paid(
+                    event_type, {**obj, "last_transaction": transaction}, _timestamp(envelope.get("created_at"))
+                )
+            ]
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise PayloadError(f"{event_type}: Creem API transaction: {exc}") from None
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
         envelope = load_json_object(request.body)
@@ -156,7 +185,7 @@ def _subscription_paid(event_type: str, obj: Mapping[str, Any], occurred_at: dat
             customer=_customer(obj),
             test_mode=_test_mode(obj),
             reason=f"no paid amount in the payload (no last_transaction): book transaction {transaction_id} by hand"
-            " if no checkout.completed books it",
+            " if no checkout.completed books it (an api_key on the endpoint reads it from Creem)",
         )
     currency = currency_code(last.get("currency"), "last_transaction.currency")
     amount = from_minor_units(_cents(last["amount_paid"], "last_transaction.amount_paid"), currency)
@@ -175,6 +204,11 @@ def _subscription_paid(event_type: str, obj: Mapping[str, Any], occurred_at: dat
         test_mode=_test_mode(obj),
         occurred_at=occurred_at,
     )
+
+
+def _awaits_paid_amount(event: NormalizedEvent) -> bool:
+    # `_subscription_paid` without a paid amount: a sale with its key and a reason, but no amount
+    return event.event_type == "subscription.paid" and event.kind is EventKind.SALE and event.amount is None
 
 
 def _refund_created(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:

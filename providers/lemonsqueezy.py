@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
+from providers import _api, _lemonsqueezy_api
 from providers._api import ApiOptions
 from providers._payload import load_json_object
 from providers.base import (
@@ -63,7 +64,8 @@ Handler = Callable[[str, Json, Json], NormalizedEvent]
 
 
 class LemonSqueezyOptions(ApiOptions):
-    """`api_key` (and `store_id` when the key sees several stores) lets backfill and reconcile read the API."""
+    """`api_key` (and `store_id` when the key sees several stores) lets backfill and reconcile read the API,
+    and finds the order of a first payment refunded as a subscription invoice."""
 
     store_id: int | None = None
 
@@ -133,6 +135,37 @@ class LemonSqueezyAdapter(ProviderAdapter):
             return body_hash(request.body)
 
     # --- parse -------------------------------------------------------------------------------------
+
+    async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        """`parse`; a refund of a subscription's first payment is moved onto its order's key when the
+        endpoint's `api_key` can read which order the subscription began with."""
+        events = self.parse(request)
+        if not any(_needs_its_order(event) for event in events) or not _api.has_api_key(self.options):
+            return events
+        assert isinstance(self.options, ApiOptions)
+        attributes = _attributes(load_json_object(request.body)["data"], "subscription-invoices")
+        subscription_id = str(attributes.get("subscription_id") or "")
+        if not subscription_id.isdigit():
+            return events
+        order_id = await _lemonsqueezy_api.subscription_order_id(self.options, subscription_id)
+        if order_id is None:
+            return events
+        # The order's own figures decide whether this is all of it (an order may hold more than the
+        # first invoice, a setup fee). order_refunded for the same money reports the same cumulative
+        # total on the same key, and the ledger keeps the larger of the two, never their sum.
+        return [
+            replace(
+                event,
+                transaction_key=f"lemonsqueezy:order:{order_id}",
+                reason=None,
+                full_refund=None,
+                sale_amount=None,
+                sale_tax=None,
+            )
+            if _needs_its_order(event)
+            else event
+            for event in events
+        ]
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
         payload = load_json_object(request.body)
@@ -217,7 +250,7 @@ class LemonSqueezyAdapter(ProviderAdapter):
             transaction_key=None,
             reason=f"needs attention: refund of the first payment of subscription {subscription}; its sale"
             " (lemonsqueezy:order:<order id>) is reversed by that order's order_refunded — if none arrives,"
-            " reverse it by hand",
+            " reverse it by hand (an api_key on the endpoint lets the bridge find the order itself)",
         )
 
 
@@ -261,6 +294,15 @@ def _refund(
 
 
 # --- payload helpers --------------------------------------------------------------------------------
+
+
+def _needs_its_order(event: NormalizedEvent) -> bool:
+    # `_invoice_refunded` of a first payment: a refund without a key, waiting for its order's
+    return (
+        event.kind is EventKind.REFUND
+        and event.event_type == "subscription_payment_refunded"
+        and event.transaction_key is None
+    )
 
 
 def _peek_event_name(body: bytes) -> str | None:

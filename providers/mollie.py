@@ -31,11 +31,11 @@ from pydantic import Field, SecretStr, field_validator
 
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_major_units, normalize_currency
+from providers import _api
 from providers.base import (
     AdapterOptions,
     PayloadError,
     ProviderAdapter,
-    ProviderUnavailable,
     SignatureError,
     SignedRequest,
     WebhookRequest,
@@ -228,29 +228,12 @@ class MollieAdapter(ProviderAdapter):
             return None
 
     async def _get(self, path: str, not_found: str) -> dict[str, Any]:
-        try:
-            response = await self._http().get(path)
-        except httpx.TimeoutException:
-            raise ProviderUnavailable("Mollie API timed out") from None
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"Mollie API unreachable ({type(exc).__name__})") from None
-        status = response.status_code
-        if status == 404:
+        answer = await _api.read_object(self._http(), "Mollie", path)
+        if answer == 404:
             raise PayloadError(not_found or f"Mollie API: {path} not found")
-        if status in (401, 403):
-            # a wrong or revoked key: the stored calls are read again once the key is fixed
-            raise ProviderUnavailable(f"Mollie API refused the api_key ({status})")
-        if status == 429 or status >= 500:
-            raise ProviderUnavailable(f"Mollie API answered {status}")
-        if status != 200:
-            raise PayloadError(f"Mollie API answered {status} for {path}")
-        try:
-            data = json.loads(response.content, parse_float=Decimal)
-        except (ValueError, RecursionError):
-            raise ProviderUnavailable("Mollie API answered something that is not JSON") from None
-        if not isinstance(data, dict):
-            raise ProviderUnavailable("Mollie API answered JSON that is not an object")
-        return data
+        if isinstance(answer, int):
+            raise PayloadError(f"Mollie API answered {answer} for {path}")
+        return answer
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -116,6 +116,7 @@ class Flavor:
     items_field: str = "items"
     error: Callable[[int], Any] = lambda status: {"error": "test server", "status": status}
     lookups: tuple[tuple[str, str], ...] = ()  # (path, query parameter): GET one object by its id
+    by_path: tuple[str, ...] = ()  # GET `<path>/<id>`: one object by its id in the path
 
 
 FLAVORS = {
@@ -127,18 +128,21 @@ FLAVORS = {
         _json_api,
         items_field="data",
         error=lambda status: {"jsonapi": {"version": "1.0"}, "errors": [{"status": str(status), "title": "Error"}]},
+        # https://docs.lemonsqueezy.com/api/subscriptions/retrieve-subscription
+        by_path=("/v1/subscriptions",),
     ),
     # https://polar.sh/docs/api-reference/orders/list (Bearer; FastAPI's {"detail"} errors)
     "polar": Flavor(
         "authorization", "Bearer {key}", ("/v1/orders/",), _polar, error=lambda status: {"detail": "test server"}
     ),
-    # https://docs.creem.io/api-reference/endpoint/get-transactions (x-api-key)
+    # https://docs.creem.io/api-reference/endpoint/get-transactions (x-api-key); look-ups:
+    # /endpoint/get-customer and /endpoint/get-transaction (`GET /v1/transactions?transaction_id=`)
     "creem": Flavor(
         "x-api-key",
         "{key}",
         ("/v1/transactions/search",),
         _creem,
-        lookups=(("/v1/customers", "customer_id"),),
+        lookups=(("/v1/customers", "customer_id"), ("/v1/transactions", "transaction_id")),
     ),
     # https://docs.dodopayments.com/api-reference/payments/get-payments (Bearer)
     "dodopayments": Flavor("authorization", "Bearer {key}", ("/payments", "/refunds"), _dodo),
@@ -154,11 +158,14 @@ class ProviderApiServer:
         self.api_key = api_key
         self._lock = threading.Lock()
         self._lists: dict[str, list[dict[str, Any]]] = {path: [] for path in self.flavor.paths}
-        self._objects: dict[str, dict[str, dict[str, Any]]] = {path: {} for path, _ in self.flavor.lookups}
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {
+            path: {} for path in [*(p for p, _ in self.flavor.lookups), *self.flavor.by_path]
+        }
         self._requests: list[ApiRequest] = []
         self._faults: list[tuple[int, dict[str, str]]] = []
         routes = [Route(path, self._list, methods=["GET"]) for path in self.flavor.paths]
         routes += [Route(path, self._lookup, methods=["GET"]) for path, _ in self.flavor.lookups]
+        routes += [Route(path + "/{id}", self._by_path, methods=["GET"]) for path in self.flavor.by_path]
         self._http = LoopbackServer(Starlette(routes=routes), f"{provider} API test server")
 
     @property
@@ -181,7 +188,7 @@ class ProviderApiServer:
             self._lists[path] = sorted([*rest, copy], key=_created, reverse=True)
 
     def put(self, path: str, ident: str, obj: Mapping[str, Any]) -> None:
-        """Serve `obj` for GET `path?<parameter>=<ident>` (the flavour's look-ups)."""
+        """Serve `obj` for GET `path?<parameter>=<ident>` or `path/<ident>` (the flavour's look-ups)."""
         with self._lock:
             self._objects[path][ident] = json.loads(json.dumps(obj))
 
@@ -209,6 +216,15 @@ class ProviderApiServer:
 
         def answer() -> tuple[int, Any, dict[str, str]]:
             found = self._objects[request.url.path].get(request.query_params.get(parameter, ""))
+            return (200, found, {}) if found is not None else (404, self.flavor.error(404), {})
+
+        return self._respond(request, answer)
+
+    async def _by_path(self, request: Request) -> Response:
+        path = request.url.path.rsplit("/", 1)[0]
+
+        def answer() -> tuple[int, Any, dict[str, str]]:
+            found = self._objects[path].get(request.path_params["id"])
             return (200, found, {}) if found is not None else (404, self.flavor.error(404), {})
 
         return self._respond(request, answer)

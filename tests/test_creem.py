@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,10 +17,11 @@ from pydantic import ValidationError
 
 from bridge.events import DisputeState, EventKind, NormalizedEvent
 from providers import get_adapter_class
-from providers.base import AdapterOptions, PayloadError, SignatureError, WebhookRequest, body_hash
-from providers.creem import CreemAdapter
+from providers.base import AdapterOptions, PayloadError, ProviderUnavailable, SignatureError, WebhookRequest, body_hash
+from providers.creem import CreemAdapter, CreemOptions
 from providers.signatures import sign_hmac, standard_webhook_key
 from tests.ledger_kit import LedgerHarness
+from tests.provider_api_server import API_KEY, ProviderApiServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "creem"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -196,7 +199,7 @@ def test_a_renewal_without_a_paid_amount_is_skipped_with_the_reason(tmp_path: Pa
         assert (event.status, event.reason) == (
             "skipped",
             "no paid amount in the payload (no last_transaction): book transaction tran_5yMaWzAl3jxuGJMCOrYWwk"
-            " by hand if no checkout.completed books it",
+            " by hand if no checkout.completed books it (an api_key on the endpoint reads it from Creem)",
         )
         assert h.live() == {}
         # its checkout.completed twin books the first payment all the same (10.00 + 2.10 VAT)
@@ -204,6 +207,111 @@ def test_a_renewal_without_a_paid_amount_is_skipped_with_the_reason(tmp_path: Pa
         assert h.live() == {TRAN: Decimal("10.00")}
     finally:
         h.close()
+
+
+# --- a renewal's paid amount from Creem's API (GET /v1/transactions?transaction_id=) -----------------
+
+RENEWAL = "tran_3kQv8RrNwZp2Lm6TcYb1Xe"  # tests/fixtures/creem/api/transaction_renewal.json
+
+
+@pytest.fixture
+def creem_api() -> Iterator[ProviderApiServer]:
+    with ProviderApiServer("creem") as server:
+        yield server
+
+
+def renewal_webhook(transaction_id: str = RENEWAL) -> bytes:
+    """The docs' `subscription.paid` (no paid amount) for a later period's transaction."""
+
+    def renew(payload: dict[str, Any]) -> None:
+        payload["object"]["last_transaction_id"] = transaction_id
+
+    return edited("subscription_paid.json", renew)
+
+
+def read_with_api(api: ProviderApiServer, body: bytes, **options: Any) -> list[NormalizedEvent]:
+    settings = {"api_key": API_KEY, "api_base_url": f"{api.url}/v1", **options}
+    creem = CreemAdapter((SECRET,), CreemOptions(**settings))
+    return asyncio.run(creem.read(request(body)))
+
+
+def api_transaction(**changes: Any) -> dict[str, Any]:
+    transaction: dict[str, Any] = json.loads(fixture("api/transaction_renewal.json"))
+    return {**transaction, **changes}
+
+
+def test_a_renewal_without_a_paid_amount_books_what_creem_reports_paid(
+    creem_api: ProviderApiServer, tmp_path: Path
+) -> None:
+    # a half-price period: 10.00 list price, 5.00 discount, 1.05 VAT, 6.05 paid (of which 5.00 is commissionable)
+    creem_api.put("/v1/transactions", RENEWAL, api_transaction())
+    [event] = read_with_api(creem_api, renewal_webhook())
+    assert (event.kind, event.transaction_key) == (EventKind.SALE, f"creem:tran:{RENEWAL}")
+    assert (event.amount, event.tax, event.currency) == (Decimal("6.05"), Decimal("1.05"), "EUR")
+    assert event.reason is None
+    # the webhook still says who paid
+    assert event.customer.email == "text@example.com"
+    assert event.customer.metadata["internal_customer_id"] == "internal_customer_id"
+    assert [(r.path, r.query, r.status) for r in creem_api.requests] == [
+        ("/v1/transactions", {"transaction_id": RENEWAL}, 200)
+    ]
+    h = LedgerHarness(tmp_path / "l.db", customer_key=["metadata.internal_customer_id"], test_mode="deliver")
+    try:
+        h.apply(event)
+        assert h.live() == {f"creem:tran:{RENEWAL}": Decimal("5.00")}
+    finally:
+        h.close()
+
+
+def test_a_free_renewal_read_from_creem_books_nothing(creem_api: ProviderApiServer) -> None:
+    # the issue's 100 %-off period: Creem reports 0 paid, which is not a sale at list price
+    creem_api.put("/v1/transactions", RENEWAL, api_transaction(discount_amount=1000, amount_paid=0, tax_amount=0))
+    [event] = read_with_api(creem_api, renewal_webhook())
+    assert event.kind is EventKind.IGNORED
+    assert event.reason == "nothing was paid (free trial or full discount)"
+
+
+@pytest.mark.parametrize(
+    "served",
+    [None, {"status": "pending"}, {"status": "failed"}, {"id": "tran_other"}],
+    ids=["unknown", "pending", "failed", "another-transaction"],
+)
+def test_a_renewal_creem_does_not_report_paid_stays_skipped(
+    creem_api: ProviderApiServer, served: dict[str, Any] | None
+) -> None:
+    if served is not None:
+        creem_api.put("/v1/transactions", RENEWAL, api_transaction(**served))
+    [event] = read_with_api(creem_api, renewal_webhook())
+    assert (event.kind, event.amount) == (EventKind.SALE, None)
+    assert event.reason is not None and event.reason.startswith("no paid amount in the payload")
+
+
+@pytest.mark.parametrize("status", [503, 429, 401])
+def test_creem_api_trouble_keeps_the_webhook_for_a_later_read(creem_api: ProviderApiServer, status: int) -> None:
+    creem_api.put("/v1/transactions", RENEWAL, api_transaction())
+    creem_api.fail_next(1, status)
+    with pytest.raises(ProviderUnavailable):
+        read_with_api(creem_api, renewal_webhook())
+    # read again later, the answer books the renewal
+    [event] = read_with_api(creem_api, renewal_webhook())
+    assert event.amount == Decimal("6.05")
+
+
+def test_without_an_api_key_or_with_a_paid_amount_creem_is_not_asked(creem_api: ProviderApiServer) -> None:
+    creem_api.put("/v1/transactions", RENEWAL, api_transaction())
+    [skipped] = read_with_api(creem_api, renewal_webhook(), api_key=None)
+    assert skipped.amount is None and skipped.reason is not None
+
+    def expand(payload: dict[str, Any]) -> None:
+        payload["object"]["last_transaction"] = {
+            "id": "tran_5yMaWzAl3jxuGJMCOrYWwk",
+            "amount_paid": 1210,
+            "currency": "EUR",
+        }
+
+    [paid] = read_with_api(creem_api, edited("subscription_paid.json", expand))
+    assert paid.amount == Decimal("12.10")
+    assert creem_api.requests == []
 
 
 def test_first_subscription_payment_announced_twice_has_one_key() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,10 +15,11 @@ import pytest
 from bridge.config import ConfigError, parse_config
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent
 from providers import get_adapter_class
-from providers.base import AdapterOptions, PayloadError, SignatureError, WebhookRequest, body_hash
-from providers.lemonsqueezy import LemonSqueezyAdapter
+from providers.base import AdapterOptions, PayloadError, ProviderUnavailable, SignatureError, WebhookRequest, body_hash
+from providers.lemonsqueezy import LemonSqueezyAdapter, LemonSqueezyOptions
 from providers.signatures import sign_hmac, verify_hmac
 from tests.ledger_kit import LedgerHarness
+from tests.provider_api_server import API_KEY, ProviderApiServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lemonsqueezy"
 SECRET = "whsec-lemon-test-1"
@@ -448,6 +451,89 @@ def test_first_payment_invoice_refund_needs_attention(tmp_path: Path) -> None:
         h.close()
 
 
+# --- a first payment's invoice refund, moved onto its order by GET /v1/subscriptions/:id ---------------
+
+
+@pytest.fixture
+def lemon_api() -> Iterator[ProviderApiServer]:
+    with ProviderApiServer("lemonsqueezy") as server:
+        # subscription 1 began with order 1 (api/subscription.json, SOURCES.md)
+        server.put("/v1/subscriptions", "1", fixture_json("api/subscription.json"))
+        yield server
+
+
+def read_with_api(api: ProviderApiServer, body: bytes, **options: Any) -> list[NormalizedEvent]:
+    settings = {"api_key": API_KEY, "api_base_url": f"{api.url}/v1", **options}
+    lemon = LemonSqueezyAdapter((SECRET,), LemonSqueezyOptions(**settings))
+    return asyncio.run(lemon.read(request(body)))
+
+
+def partial_order_refund() -> bytes:
+    # the same 9.99 seen from the order (pay @ dd766aa order_refunded.json, edited as a partial refund)
+    payload = fixture_json("order_refunded.json")
+    payload["data"]["attributes"].update(status="paid", refunded=False, refunded_amount=999)
+    return encode(payload)
+
+
+def test_first_payment_invoice_refund_is_read_onto_its_order(lemon_api: ProviderApiServer) -> None:
+    [event] = read_with_api(lemon_api, fixture("subscription_payment_refunded.json"))
+    assert (event.kind, event.transaction_key, event.reason) == (EventKind.REFUND, "lemonsqueezy:order:1", None)
+    assert event.refunded_total == Decimal("9.99")
+    # the invoice is fully refunded, but whether that is all of the order is the order's to say
+    assert (event.full_refund, event.sale_amount) == (None, None)
+    assert [(r.path, r.status) for r in lemon_api.requests] == [("/v1/subscriptions/1", 200)]
+
+
+@pytest.mark.parametrize("invoice_first", [True, False], ids=["invoice-then-order", "order-then-invoice"])
+def test_one_refund_seen_from_the_invoice_and_the_order_is_taken_off_once(
+    lemon_api: ProviderApiServer, tmp_path: Path, invoice_first: bool
+) -> None:
+    # the order (pay @ dd766aa order_created.json) is 58.99 with a 49.99 setup fee; its first invoice,
+    # 9.99, is refunded: 49.00 stays earned, whichever of the two refund events comes first
+    invoice = read_with_api(lemon_api, fixture("subscription_payment_refunded.json"))
+    order = parse_one(partial_order_refund())
+    h = LedgerHarness(tmp_path / "l.db", test_mode="deliver")
+    try:
+        h.apply(parse_one(fixture("order_created.json")))
+        assert h.live() == {"lemonsqueezy:order:1": Decimal("58.99")}
+        for events in [invoice, [order]] if invoice_first else [[order], invoice]:
+            h.apply(*events)
+            # one live transaction (the re-booked net under the payment's next key) for 49.00
+            assert list(h.live().values()) == [Decimal("49.00")]
+    finally:
+        h.close()
+
+
+def test_without_the_order_the_invoice_refund_still_needs_attention(lemon_api: ProviderApiServer) -> None:
+    # a subscription the API does not know (404)
+    payload = fixture_json("subscription_payment_refunded.json")
+    payload["data"]["attributes"]["subscription_id"] = 7
+    [unknown] = read_with_api(lemon_api, encode(payload))
+    # no api_key: the API is not asked
+    [no_key] = read_with_api(lemon_api, fixture("subscription_payment_refunded.json"), api_key=None)
+    for event in (unknown, no_key):
+        assert (event.kind, event.transaction_key) == (EventKind.REFUND, None)
+        assert event.reason is not None and event.reason.startswith("needs attention: refund of the first payment")
+    assert [(r.path, r.status) for r in lemon_api.requests] == [("/v1/subscriptions/7", 404)]
+
+
+def test_a_renewal_invoice_refund_needs_no_look_up(lemon_api: ProviderApiServer) -> None:
+    [event] = read_with_api(lemon_api, fixture("subscription_payment_refunded_renewal.json"))
+    assert event.transaction_key == "lemonsqueezy:invoice:2"
+    assert lemon_api.requests == []
+
+
+@pytest.mark.parametrize("status", [503, 429, 401])
+def test_lemon_squeezy_api_trouble_keeps_the_invoice_refund_for_a_later_read(
+    lemon_api: ProviderApiServer, status: int
+) -> None:
+    lemon_api.fail_next(1, status)
+    with pytest.raises(ProviderUnavailable):
+        read_with_api(lemon_api, fixture("subscription_payment_refunded.json"))
+    [event] = read_with_api(lemon_api, fixture("subscription_payment_refunded.json"))
+    assert event.transaction_key == "lemonsqueezy:order:1"
+
+
 def test_plan_change_invoice_refund_names_its_invoice() -> None:
     payload = fixture_json("subscription_payment_refunded_renewal.json")  # pay-rails/pay @ dd766aa, edited
     payload["data"]["attributes"]["billing_reason"] = "updated"
@@ -623,3 +709,17 @@ def test_delivery_id_ignores_formatting_of_a_resend() -> None:
 )
 def test_delivery_id_falls_back_to_body_hash(body: bytes) -> None:
     assert delivery_id(body) == body_hash(body)
+
+
+def test_an_invoice_refund_read_before_its_order_is_measured_against_the_order(
+    lemon_api: ProviderApiServer, tmp_path: Path
+) -> None:
+    # webhooks arrive in any order: the 9.99 invoice must not stand in for the 58.99 order it belongs to
+    invoice = read_with_api(lemon_api, fixture("subscription_payment_refunded.json"))
+    h = LedgerHarness(tmp_path / "l.db", test_mode="deliver")
+    try:
+        h.apply(*invoice)
+        h.apply(parse_one(fixture("order_created.json")))
+        assert list(h.live().values()) == [Decimal("49.00")]
+    finally:
+        h.close()

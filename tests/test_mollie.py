@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pydantic
 import pytest
 
@@ -705,3 +706,25 @@ def test_only_settled_refunds_take_commission_off(server: MollieServer, tmp_path
         assert h.live_amount() == Decimal("2.05")
     finally:
         h.close()
+
+
+def test_test_server_reports_jpy_refunds_as_mollie_does(server: MollieServer) -> None:
+    # the e2e JPY scenarios rest on these: yen values without decimals (https://docs.mollie.com/payments/multicurrency),
+    # amountRefunded counting refunds still on their way back, the refunds themselves only with embed=refunds
+    server.before_webhook("ping_jpy_refund_processing.txt")
+    url = f"{server.url}/payments/tr_5B8cwPMGnU6qLbRvo7qEZo"
+    headers = {"authorization": f"Bearer {API_KEY}"}
+    plain = httpx.get(url, headers=headers).json()
+    assert plain["amount"] == {"value": "1500", "currency": "JPY"}
+    assert plain["amountRefunded"] == {"value": "800", "currency": "JPY"}
+    assert plain["amountRemaining"] == {"value": "700", "currency": "JPY"}
+    assert "_embedded" not in plain
+    embedded = httpx.get(url, params={"embed": "refunds"}, headers=headers).json()["_embedded"]["refunds"]
+    assert [(r["id"], r["amount"]["value"], r["status"]) for r in embedded] == [
+        ("re_4qqhO89gsT", "500", "processing"),
+        ("re_jpyCanceled1", "300", "pending"),
+    ]
+    listed = httpx.get(f"{url}/refunds", headers=headers).json()
+    assert listed["count"] == 2 and listed["_embedded"]["refunds"] == embedded
+    server.before_webhook("ping_jpy_refund_failed.txt")
+    assert httpx.get(url, headers=headers).json()["amountRefunded"] == {"value": "0", "currency": "JPY"}
