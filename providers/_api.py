@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 from pydantic import Field, SecretStr
 
-from bridge.events import NormalizedEvent
-from providers.base import AdapterOptions
+from bridge.events import EventKind, NormalizedEvent
+from providers.base import AdapterOptions, ProviderUnavailable
 
 MAX_RETRY_AFTER_WAIT = 60.0  # seconds a run waits out a 429 before it stops and says so
 TRANSIENT_RETRIES = 3
@@ -166,6 +166,66 @@ class ApiClient:
         self._last = time.monotonic()
 
 
+class WebhookLookup:
+    """GET requests to a provider's API while a stored webhook is read (a discount's code, say).
+
+    No retries here: every failure that may pass (unreachable, a timeout, 429, 5xx, a refused key, an
+    answer that is not JSON) raises `ProviderUnavailable`, so the recorder keeps the call and reads it
+    again later with the delivery backoff. Nothing of the call is recorded before the read succeeds,
+    so a failed look-up neither loses the sale nor records it twice. A 404 answers None: the object is
+    gone for good, and the caller records the sale without it.
+    """
+
+    def __init__(self, provider: str, options: AdapterOptions, default_base_url: str, auth_headers: Mapping[str, str]):
+        self.provider = provider
+        self._base_url = (getattr(options, "api_base_url", None) or default_base_url).rstrip("/") + "/"
+        self._headers = {"accept": "application/json", "user-agent": "partnero-bridge", **auth_headers}
+        self._timeout = float(getattr(options, "api_timeout_seconds", 15.0))
+        # opened on first use, on the worker's event loop (adapters are built with the configuration)
+        self._client: httpx.AsyncClient | None = None
+
+    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self._base_url, headers=self._headers, timeout=self._timeout)
+        try:
+            response = await self._client.get(path.lstrip("/"), params=dict(params or {}))
+        except httpx.TimeoutException:
+            raise ProviderUnavailable(f"{self.provider} API timed out") from None
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"{self.provider} API unreachable ({type(exc).__name__})") from None
+        status = response.status_code
+        if status == 404:
+            return None
+        if status != 200:
+            # a refused key is fixed by the operator; the stored calls are read again once it is
+            raise ProviderUnavailable(f"{self.provider} API answered {status}")
+        try:
+            return json.loads(response.content, parse_float=Decimal)
+        except (ValueError, RecursionError):
+            raise ProviderUnavailable(f"{self.provider} API answered something that is not JSON") from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def with_code(events: list[NormalizedEvent], code: str | None, missing: str) -> list[NormalizedEvent]:
+    """`events` with the discount code an API look-up found put on the sale; `missing` says why there is none."""
+    return [
+        replace(e, coupon_code=code, reason=None if code else missing) if e.kind is EventKind.SALE else e
+        for e in events
+    ]
+
+
+def configured_key(options: AdapterOptions) -> str | None:
+    """The endpoint's API key, or None when it has none (`${VAR}` of an unset variable is empty)."""
+    key = getattr(options, "api_key", None)
+    if isinstance(key, SecretStr) and key.get_secret_value().strip():
+        return key.get_secret_value().strip()
+    return None
+
+
 def _retry_after(value: str | None) -> float:
     try:
         return max(0.0, float(value)) if value is not None else 1.0
@@ -175,10 +235,10 @@ def _retry_after(value: str | None) -> float:
 
 def api_key(provider: str, options: AdapterOptions) -> str:
     """The endpoint's API key, or the sentence that says where to set it."""
-    key = getattr(options, "api_key", None)
-    if not isinstance(key, SecretStr) or not key.get_secret_value().strip():
+    key = configured_key(options)
+    if key is None:
         raise HistoryUnavailable(f"{provider}: set the endpoint's api_key to read payments from the {provider} API")
-    return key.get_secret_value().strip()
+    return key
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -8,6 +8,10 @@ payment, announced by both `order_created` and `subscription_payment_success` (b
 Amounts: `total` is what the buyer paid and `tax` the part of it that is tax (whether the price was
 set tax-inclusive or not); refunds report only the cumulative gross `refunded_amount`, so each refund
 event also names its order's `total` and `tax` for the ledger to take off the right tax share.
+
+An order names no discount code, only its `discount_total`. With the endpoint's `api_key`, an order that
+was discounted has its code (the `coupon` partner source) read from its discount redemption while the
+webhook is recorded; without the key the sale says a discount was used and that its code is unknown.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any, ClassVar
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
-from providers._api import ApiOptions
+from providers import _lemonsqueezy_api
+from providers._api import ApiOptions, WebhookLookup, configured_key, with_code
 from providers._payload import load_json_object
 from providers.base import (
     AdapterOptions,
@@ -56,6 +61,12 @@ _IGNORED_REASONS = {
     "license_key_created": "license keys carry no payment",
     "license_key_updated": "license keys carry no payment",
 }
+
+CODE_UNKNOWN = (
+    "a discount was used; its code was not read (the order names only discount_total; webhooks read the code"
+    " when the endpoint has an api_key)"
+)
+CODE_NOT_REDEEMED = "a discount was used; Lemon Squeezy lists no discount redemption for the order"
 
 # a JSON object as parsed from the body
 Json = Mapping[str, Any]
@@ -93,6 +104,8 @@ class LemonSqueezyAdapter(ProviderAdapter):
             "subscription_payment_success": self._invoice_paid,
             "subscription_payment_refunded": self._invoice_refunded,
         }
+        key = configured_key(options)
+        self._lookup: WebhookLookup | None = _lemonsqueezy_api.redemption_lookup(options, key) if key else None
 
     # --- signature ---------------------------------------------------------------------------------
 
@@ -153,6 +166,17 @@ class LemonSqueezyAdapter(ProviderAdapter):
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
             raise PayloadError(f"{event}: {exc}") from None
 
+    async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        events = self.parse(request)
+        order_id = _discounted_order(request.body)
+        if order_id is None or self._lookup is None or not any(e.kind is EventKind.SALE for e in events):
+            return events
+        return with_code(events, await _lemonsqueezy_api.redeemed_code(self._lookup, order_id), CODE_NOT_REDEEMED)
+
+    async def aclose(self) -> None:
+        if self._lookup is not None:
+            await self._lookup.aclose()
+
     def _order_created(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
         attributes = _attributes(data, "orders")
         status = attributes.get("status")
@@ -171,6 +195,8 @@ class LemonSqueezyAdapter(ProviderAdapter):
             product_type=_first_item(attributes, "variant_id"),
             test_mode=_test_mode(meta, attributes),
             occurred_at=_timestamp(attributes.get("created_at")),
+            # `read` puts the code here when it can ask Lemon Squeezy for it
+            reason=CODE_UNKNOWN if _discounted(attributes) else None,
         )
 
     def _order_refunded(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
@@ -276,6 +302,23 @@ def _object_id(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         raise ValueError("data.id is not an id")
     return str(value)
+
+
+def _discounted(attributes: Json) -> bool:
+    value = attributes.get("discount_total")
+    return isinstance(value, int | Decimal) and not isinstance(value, bool) and value > 0
+
+
+def _discounted_order(body: bytes) -> str | None:
+    """The id of the order an `order_created` announces, when a discount took something off it."""
+    payload = load_json_object(body)
+    meta, data = payload.get("meta"), payload.get("data")
+    if not isinstance(meta, Mapping) or meta.get("event_name") != "order_created" or not isinstance(data, Mapping):
+        return None
+    attributes = data.get("attributes")
+    if not isinstance(attributes, Mapping) or not _discounted(attributes):
+        return None
+    return _data_id(data)
 
 
 def _data_id(data: Json) -> str:

@@ -51,11 +51,13 @@ def _number(query: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _json_api(items: list[dict[str, Any]], query: Mapping[str, str], path: str) -> Page:
-    """Lemon Squeezy: `page[number]` from 1, `page[size]` up to 100, `meta.page`, JSON:API `data`."""
+    """Lemon Squeezy: `page[number]` from 1, `page[size]` up to 100, `meta.page`, JSON:API `data`;
+    `filter[store_id]`, and `filter[order_id]` of discount redemptions."""
     size = max(1, min(100, _number(query, "page[size]", 10)))
     number = max(1, _number(query, "page[number]", 1))
-    if "filter[store_id]" in query:
-        items = [i for i in items if str(i["attributes"].get("store_id")) == query["filter[store_id]"]]
+    for name in ("store_id", "order_id"):
+        if f"filter[{name}]" in query:
+            items = [i for i in items if str(i["attributes"].get(name)) == query[f"filter[{name}]"]]
     last = max(1, math.ceil(len(items) / size))
     page = items[(number - 1) * size : number * size]
     meta = {
@@ -116,6 +118,7 @@ class Flavor:
     items_field: str = "items"
     error: Callable[[int], Any] = lambda status: {"error": "test server", "status": status}
     lookups: tuple[tuple[str, str], ...] = ()  # (path, query parameter): GET one object by its id
+    by_path: tuple[str, ...] = ()  # GET <path>/<id>: one object by the id in its path
 
 
 FLAVORS = {
@@ -123,7 +126,8 @@ FLAVORS = {
     "lemonsqueezy": Flavor(
         "authorization",
         "Bearer {key}",
-        ("/v1/orders", "/v1/subscription-invoices", "/v1/affiliates"),
+        # https://docs.lemonsqueezy.com/api/discount-redemptions/list-all-discount-redemptions
+        ("/v1/orders", "/v1/subscription-invoices", "/v1/affiliates", "/v1/discount-redemptions"),
         _json_api,
         items_field="data",
         error=lambda status: {"jsonapi": {"version": "1.0"}, "errors": [{"status": str(status), "title": "Error"}]},
@@ -140,8 +144,9 @@ FLAVORS = {
         _creem,
         lookups=(("/v1/customers", "customer_id"),),
     ),
-    # https://docs.dodopayments.com/api-reference/payments/get-payments (Bearer)
-    "dodopayments": Flavor("authorization", "Bearer {key}", ("/payments", "/refunds"), _dodo),
+    # https://docs.dodopayments.com/api-reference/payments/get-payments (Bearer),
+    # https://docs.dodopayments.com/api-reference/discounts/get-discounts-1 (GET /discounts/{discount_id})
+    "dodopayments": Flavor("authorization", "Bearer {key}", ("/payments", "/refunds"), _dodo, by_path=("/discounts",)),
 }
 
 
@@ -154,11 +159,14 @@ class ProviderApiServer:
         self.api_key = api_key
         self._lock = threading.Lock()
         self._lists: dict[str, list[dict[str, Any]]] = {path: [] for path in self.flavor.paths}
-        self._objects: dict[str, dict[str, dict[str, Any]]] = {path: {} for path, _ in self.flavor.lookups}
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {
+            path: {} for path in [*(p for p, _ in self.flavor.lookups), *self.flavor.by_path]
+        }
         self._requests: list[ApiRequest] = []
         self._faults: list[tuple[int, dict[str, str]]] = []
         routes = [Route(path, self._list, methods=["GET"]) for path in self.flavor.paths]
         routes += [Route(path, self._lookup, methods=["GET"]) for path, _ in self.flavor.lookups]
+        routes += [Route(path + "/{ident}", self._by_path, methods=["GET"]) for path in self.flavor.by_path]
         self._http = LoopbackServer(Starlette(routes=routes), f"{provider} API test server")
 
     @property
@@ -181,7 +189,7 @@ class ProviderApiServer:
             self._lists[path] = sorted([*rest, copy], key=_created, reverse=True)
 
     def put(self, path: str, ident: str, obj: Mapping[str, Any]) -> None:
-        """Serve `obj` for GET `path?<parameter>=<ident>` (the flavour's look-ups)."""
+        """Serve `obj` for GET `path?<parameter>=<ident>` or `path/<ident>` (the flavour's look-ups)."""
         with self._lock:
             self._objects[path][ident] = json.loads(json.dumps(obj))
 
@@ -206,9 +214,14 @@ class ProviderApiServer:
 
     async def _lookup(self, request: Request) -> Response:
         parameter = dict(self.flavor.lookups)[request.url.path]
+        return self._one(request, request.url.path, request.query_params.get(parameter, ""))
 
+    async def _by_path(self, request: Request) -> Response:
+        return self._one(request, request.url.path.rsplit("/", 1)[0], request.path_params["ident"])
+
+    def _one(self, request: Request, path: str, ident: str) -> Response:
         def answer() -> tuple[int, Any, dict[str, str]]:
-            found = self._objects[request.url.path].get(request.query_params.get(parameter, ""))
+            found = self._objects[path].get(ident)
             return (200, found, {}) if found is not None else (404, self.flavor.error(404), {})
 
         return self._respond(request, answer)
