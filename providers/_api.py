@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -208,6 +208,30 @@ class WebhookLookup:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+async def read_code(
+    events: list[NormalizedEvent],
+    lookup: WebhookLookup | None,
+    reference: str | None,
+    fetch: Callable[[WebhookLookup, str], Awaitable[str | None]],
+    missing: str,
+) -> list[NormalizedEvent]:
+    """`events` of a webhook whose sale names a discount only by `reference` (an id), with the code `fetch`
+    reads through `lookup` put on the sale; unchanged when the endpoint has no API key or nothing to read."""
+    if reference is None or lookup is None or not any(e.kind is EventKind.SALE for e in events):
+        return events
+    return with_code(events, await fetch(lookup, reference), missing)
+
+
+def code_of(discount: Any, provider: str) -> str | None:
+    """The `code` of a discount object a look-up answered (None: 404, or no code)."""
+    if discount is None:
+        return None
+    if not isinstance(discount, Mapping):
+        raise ProviderUnavailable(f"{provider} API answered a discount that is not an object")
+    code = discount.get("code")
+    return code.strip() if isinstance(code, str) and code.strip() else None
 
 
 def with_code(events: list[NormalizedEvent], code: str | None, missing: str) -> list[NormalizedEvent]:

@@ -10,6 +10,10 @@ budget), for the `email` and `known:email` sources. Auth: `x-api-key`. Pages: `p
 "next_page", "prev_page"}}`; the order of the items is not documented, so every page of the list is read.
 https://docs.creem.io/api-reference/endpoint/get-transactions ,
 https://docs.creem.io/api-reference/endpoint/get-customer .
+
+An order names the discount the buyer redeemed by its id (`order.discount`); the code (the `coupon`
+partner source) is `code` of `GET /v1/discounts?discount_id=`, read while the webhook is recorded:
+https://docs.creem.io/api-reference/endpoint/get-discount-code .
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from bridge.events import ignored
 from providers import _api
-from providers.base import ProviderAdapter
+from providers.base import AdapterOptions, ProviderAdapter
 
 DEFAULT_BASE_URL = "https://api.creem.io/v1"
 PAGE_SIZE = 100
@@ -91,3 +95,12 @@ def _record(
         }
         events += _api.webhook_events(adapter, {"eventType": "refund.created", "created_at": created, "object": refund})
     return _api.PaymentRecord(source, _api.parse_time(created), transaction, events)
+
+
+def discount_lookup(options: AdapterOptions, key: str) -> _api.WebhookLookup:
+    return _api.WebhookLookup("Creem", options, DEFAULT_BASE_URL, {"x-api-key": key})
+
+
+async def discount_code(lookup: _api.WebhookLookup, discount_id: str) -> str | None:
+    """The code of discount `discount_id`; None when Creem no longer has it (deleted) or it has no code."""
+    return _api.code_of(await lookup.get("discounts", {"discount_id": discount_id}), "Creem")

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from bridge.events import ignored
 from providers import _api
-from providers.base import AdapterOptions, ProviderAdapter, ProviderUnavailable
+from providers.base import AdapterOptions, ProviderAdapter
 
 DEFAULT_BASE_URL = "https://live.dodopayments.com"
 PAGE_SIZE = 100
@@ -65,10 +65,4 @@ def discount_lookup(options: AdapterOptions, key: str) -> _api.WebhookLookup:
 
 async def discount_code(lookup: _api.WebhookLookup, discount_id: str) -> str | None:
     """The code of discount `discount_id`; None when Dodo no longer has it (deleted) or it has no code."""
-    discount = await lookup.get(f"discounts/{quote(discount_id, safe='')}")
-    if discount is None:
-        return None
-    if not isinstance(discount, Mapping):
-        raise ProviderUnavailable("Dodo Payments API answered a discount that is not an object")
-    code = discount.get("code")
-    return code.strip() if isinstance(code, str) and code.strip() else None
+    return _api.code_of(await lookup.get(f"discounts/{quote(discount_id, safe='')}"), "Dodo Payments")

@@ -27,7 +27,7 @@ from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEven
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
 from providers import _dodopayments_api
-from providers._api import ApiOptions, WebhookLookup, configured_key, with_code
+from providers._api import ApiOptions, WebhookLookup, configured_key, read_code
 from providers._payload import flat_metadata, load_json_object, non_negative_amount, scalar_text
 from providers.base import (
     AdapterOptions,
@@ -137,11 +137,10 @@ class DodoPaymentsAdapter(ProviderAdapter):
         return [replace(event, test_mode=self._sandbox)]
 
     async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        events = self.parse(request)
         discount_id = _discount_id(request.body)
-        if discount_id is None or self._lookup is None:
-            return events
-        return with_code(events, await _dodopayments_api.discount_code(self._lookup, discount_id), CODE_GONE)
+        return await read_code(
+            self.parse(request), self._lookup, discount_id, _dodopayments_api.discount_code, CODE_GONE
+        )
 
     async def aclose(self) -> None:
         if self._lookup is not None:

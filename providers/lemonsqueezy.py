@@ -26,7 +26,7 @@ from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
 from providers import _lemonsqueezy_api
-from providers._api import ApiOptions, WebhookLookup, configured_key, with_code
+from providers._api import ApiOptions, WebhookLookup, configured_key, read_code
 from providers._payload import load_json_object
 from providers.base import (
     AdapterOptions,
@@ -167,11 +167,9 @@ class LemonSqueezyAdapter(ProviderAdapter):
             raise PayloadError(f"{event}: {exc}") from None
 
     async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        events = self.parse(request)
         order_id = _discounted_order(request.body)
-        if order_id is None or self._lookup is None or not any(e.kind is EventKind.SALE for e in events):
-            return events
-        return with_code(events, await _lemonsqueezy_api.redeemed_code(self._lookup, order_id), CODE_NOT_REDEEMED)
+        events = self.parse(request)
+        return await read_code(events, self._lookup, order_id, _lemonsqueezy_api.redeemed_code, CODE_NOT_REDEEMED)
 
     async def aclose(self) -> None:
         if self._lookup is not None:

@@ -8,6 +8,7 @@ way the provider does, and records every request. Faults: `fail_next(n, status, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
@@ -21,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.events import NormalizedEvent
+from providers.base import ProviderAdapter, WebhookRequest
 from tests.loopback import LoopbackServer
 
 API_KEY = "test-provider-api-key-0123456789"
@@ -136,13 +139,14 @@ FLAVORS = {
     "polar": Flavor(
         "authorization", "Bearer {key}", ("/v1/orders/",), _polar, error=lambda status: {"detail": "test server"}
     ),
-    # https://docs.creem.io/api-reference/endpoint/get-transactions (x-api-key)
+    # https://docs.creem.io/api-reference/endpoint/get-transactions (x-api-key),
+    # https://docs.creem.io/api-reference/endpoint/get-discount-code (GET /v1/discounts?discount_id=)
     "creem": Flavor(
         "x-api-key",
         "{key}",
         ("/v1/transactions/search",),
         _creem,
-        lookups=(("/v1/customers", "customer_id"),),
+        lookups=(("/v1/customers", "customer_id"), ("/v1/discounts", "discount_id")),
     ),
     # https://docs.dodopayments.com/api-reference/payments/get-payments (Bearer),
     # https://docs.dodopayments.com/api-reference/discounts/get-discounts-1 (GET /discounts/{discount_id})
@@ -246,3 +250,15 @@ def _ident(obj: Mapping[str, Any]) -> str:
         if obj.get(field) is not None:
             return str(obj[field])
     raise ValueError("object without an id")
+
+
+def read_once(adapter: ProviderAdapter, request: WebhookRequest) -> list[NormalizedEvent]:
+    """What the worker makes of `request` (`read`, the adapter's API look-ups included), the adapter closed after."""
+
+    async def read_and_close() -> list[NormalizedEvent]:
+        try:
+            return await adapter.read(request)
+        finally:
+            await adapter.aclose()
+
+    return asyncio.run(read_and_close())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from providers import get_adapter_class
 from providers.base import PayloadError, ProviderUnavailable, SignatureError, WebhookRequest, body_hash
 from providers.dodopayments import CODE_GONE, CODE_UNKNOWN, DodoPaymentsAdapter, DodoPaymentsOptions
 from tests.ledger_kit import LedgerHarness
-from tests.provider_api_server import ProviderApiServer
+from tests.provider_api_server import ProviderApiServer, read_once
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dodopayments"
 
@@ -555,13 +554,7 @@ DISCOUNT_ID = "dsc_qxxEmg5PuM1uNTE0LgkP9"
 
 
 def _read(dodo: DodoPaymentsAdapter, body: bytes) -> list[NormalizedEvent]:
-    async def read_and_close() -> list[NormalizedEvent]:
-        try:
-            return await dodo.read(request(body))
-        finally:
-            await dodo.aclose()
-
-    return asyncio.run(read_and_close())
+    return read_once(dodo, request(body))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from providers.base import (
 from providers.lemonsqueezy import CODE_NOT_REDEEMED, CODE_UNKNOWN, LemonSqueezyAdapter, LemonSqueezyOptions
 from providers.signatures import sign_hmac, verify_hmac
 from tests.ledger_kit import LedgerHarness
-from tests.provider_api_server import ProviderApiServer
+from tests.provider_api_server import ProviderApiServer, read_once
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lemonsqueezy"
 SECRET = "whsec-lemon-test-1"
@@ -646,13 +645,7 @@ def _discounted(total: int = 100, event: str = "order_created") -> bytes:
 
 
 def _read(lemon: LemonSqueezyAdapter, body: bytes) -> list[NormalizedEvent]:
-    async def read_and_close() -> list[NormalizedEvent]:
-        try:
-            return await lemon.read(request(body))
-        finally:
-            await lemon.aclose()
-
-    return asyncio.run(read_and_close())
+    return read_once(lemon, request(body))
 
 
 @pytest.fixture
