@@ -304,6 +304,7 @@ def check_config(path: str) -> int:
     where = f" on {admin.host or config.server.host}:{admin.port}" if admin.port else ""
     print(f"console: /admin and /metrics{where}" if admin.enabled else "console: off (admin.token is empty)")
     print(f"alerts: {'on' if config.alerts.url else 'off'}")
+    print(coupons_line(config))
     for warning in config.warnings:
         print(f"warning: {warning}")
     if not config.endpoints:
@@ -311,12 +312,29 @@ def check_config(path: str) -> int:
     for name, endpoint in config.endpoints.items():
         secrets = ", ".join(redact(s) for s in endpoint.adapter.secrets) or "(none)"
         mode = "dry-run" if endpoint.partnero.effective_dry_run else "live"
+        partner_key = ",".join(endpoint.settings.partner_key)
         print(
             f"{name}: POST /webhooks/{name}  provider={endpoint.provider}  secrets={secrets}  "
-            f"customer_key={','.join(endpoint.settings.customer_key)}  test_mode={endpoint.settings.test_mode}  "
-            f"partnero={redact_url(endpoint.partnero.base_url)} ({mode})"
+            f"customer_key={','.join(endpoint.settings.customer_key)}  "
+            + (f"partner_key={partner_key}  " if partner_key else "")
+            + f"test_mode={endpoint.settings.test_mode}  partnero={redact_url(endpoint.partnero.base_url)} ({mode})"
         )
     return 0
+
+
+def coupons_line(config: Config) -> str:
+    """Where the `coupon` source looks a code up: how many codes the YAML maps (never which, nor their
+    partners) and which endpoints ask Partnero's promotion codes (not in dry run: no Partnero call then)."""
+    mapped = len(config.coupons.codes)
+    codes = f"{mapped} code{'' if mapped == 1 else 's'} in coupons.codes"
+    using = [name for name, e in config.endpoints.items() if "coupon" in e.settings.partner_key]
+    if not using:
+        return f"coupons: {codes}, unused (no endpoint has coupon in partner_key)"
+    live = [name for name in using if not config.endpoints[name].partnero.effective_dry_run]
+    partnero = (
+        f"then Partnero's promotion codes for {', '.join(live)}" if live else "not Partnero's promotion codes (dry run)"
+    )
+    return f"coupons: {codes}, {partnero} (used by {', '.join(using)})"
 
 
 def simulate_command(args: argparse.Namespace) -> int:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from pydantic import Field, SecretStr
 
-from bridge.events import NormalizedEvent
+from bridge.events import EventKind, NormalizedEvent
 from providers.base import AdapterOptions, ProviderUnavailable
 
 MAX_RETRY_AFTER_WAIT = 60.0  # seconds a run waits out a 429 before it stops and says so
@@ -167,7 +167,7 @@ class ApiClient:
 
 
 async def read_object(
-    client: httpx.AsyncClient, provider: str, path: str, params: Mapping[str, str] | None = None
+    client: httpx.AsyncClient, provider: str, path: str, params: Mapping[str, str | int] | None = None
 ) -> dict[str, Any] | int:
     """One object a webhook read needs from the provider's API (Mollie's payment, Creem's transaction).
 
@@ -199,25 +199,84 @@ async def read_object(
     return data
 
 
-async def look_up(
-    provider: str,
-    options: ApiOptions,
-    default_base_url: str,
-    headers: Mapping[str, str],
-    path: str,
-    params: Mapping[str, str] | None = None,
-) -> dict[str, Any] | int:
-    """`read_object` on a client of its own: one look-up while a webhook is read (Creem, Lemon Squeezy)."""
-    base_url = (options.api_base_url or default_base_url).rstrip("/") + "/"
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=dict(headers), timeout=options.api_timeout_seconds
-    ) as client:
-        return await read_object(client, provider, path, params)
+class WebhookLookup:
+    """GET requests to a provider's API while a stored webhook is read (a discount's code, say).
+
+    One client per endpoint, opened on the worker's event loop at first use. No retries here: every
+    failure that may pass (unreachable, a timeout, 429, 5xx, a refused key, an answer that is not a JSON
+    object) raises `ProviderUnavailable` (`read_object`), so the recorder keeps the call and reads it
+    again later with the delivery backoff. Nothing of the call is recorded before the read succeeds,
+    so a failed look-up neither loses the sale nor records it twice. A 404 answers None: the object is
+    gone for good, and the caller records the sale without it.
+    """
+
+    def __init__(self, provider: str, options: AdapterOptions, default_base_url: str, auth_headers: Mapping[str, str]):
+        self.provider = provider
+        self._base_url = (getattr(options, "api_base_url", None) or default_base_url).rstrip("/") + "/"
+        self._headers = {"accept": "application/json", "user-agent": "partnero-bridge", **auth_headers}
+        self._timeout = float(getattr(options, "api_timeout_seconds", 15.0))
+        # opened on first use, on the worker's event loop (adapters are built with the configuration)
+        self._client: httpx.AsyncClient | None = None
+
+    async def fetch(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any] | int:
+        """`read_object` on this endpoint's client: the object, or the status of a 4xx for the caller to judge."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self._base_url, headers=self._headers, timeout=self._timeout)
+        return await read_object(self._client, self.provider, path.lstrip("/"), params)
+
+    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any] | None:
+        """The object; None when the API no longer has it (404); any other 4xx may pass, so it raises."""
+        answer = await self.fetch(path, params)
+        if answer == 404:
+            return None
+        if isinstance(answer, int):
+            raise ProviderUnavailable(f"{self.provider} API answered {answer}")
+        return answer
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
-def has_api_key(options: AdapterOptions) -> bool:
+async def read_code(
+    events: list[NormalizedEvent],
+    lookup: WebhookLookup | None,
+    reference: str | None,
+    fetch: Callable[[WebhookLookup, str], Awaitable[str | None]],
+    missing: str,
+) -> list[NormalizedEvent]:
+    """`events` of a webhook whose sale names a discount only by `reference` (an id), with the code `fetch`
+    reads through `lookup` put on the sale; unchanged when the endpoint has no API key or nothing to read."""
+    if reference is None or lookup is None or not any(e.kind is EventKind.SALE for e in events):
+        return events
+    return with_code(events, await fetch(lookup, reference), missing)
+
+
+def code_of(discount: Any, provider: str) -> str | None:
+    """The `code` of a discount object a look-up answered (None: 404, or no code)."""
+    if discount is None:
+        return None
+    if not isinstance(discount, Mapping):
+        raise ProviderUnavailable(f"{provider} API answered a discount that is not an object")
+    code = discount.get("code")
+    return code.strip() if isinstance(code, str) and code.strip() else None
+
+
+def with_code(events: list[NormalizedEvent], code: str | None, missing: str) -> list[NormalizedEvent]:
+    """`events` with the discount code an API look-up found put on the sale; `missing` says why there is none."""
+    return [
+        replace(e, coupon_code=code, reason=None if code else missing) if e.kind is EventKind.SALE else e
+        for e in events
+    ]
+
+
+def configured_key(options: AdapterOptions) -> str | None:
+    """The endpoint's API key, or None when it has none (`${VAR}` of an unset variable is empty)."""
     key = getattr(options, "api_key", None)
-    return isinstance(key, SecretStr) and bool(key.get_secret_value().strip())
+    if isinstance(key, SecretStr) and key.get_secret_value().strip():
+        return key.get_secret_value().strip()
+    return None
 
 
 def _retry_after(value: str | None) -> float:
@@ -229,10 +288,10 @@ def _retry_after(value: str | None) -> float:
 
 def api_key(provider: str, options: AdapterOptions) -> str:
     """The endpoint's API key, or the sentence that says where to set it."""
-    key = getattr(options, "api_key", None)
-    if not isinstance(key, SecretStr) or not key.get_secret_value().strip():
+    key = configured_key(options)
+    if key is None:
         raise HistoryUnavailable(f"{provider}: set the endpoint's api_key to read payments from the {provider} API")
-    return key.get_secret_value().strip()
+    return key
 
 
 def parse_time(value: Any) -> datetime | None:

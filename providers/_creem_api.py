@@ -14,6 +14,10 @@ budget), for the `email` and `known:email` sources. Auth: `x-api-key`. Pages: `p
 "next_page", "prev_page"}}`; the order of the items is not documented, so every page of the list is read.
 https://docs.creem.io/api-reference/endpoint/get-transactions ,
 https://docs.creem.io/api-reference/endpoint/get-customer .
+
+An order names the discount the buyer redeemed by its id (`order.discount`); the code (the `coupon`
+partner source) is `code` of `GET /v1/discounts?discount_id=`, read while the webhook is recorded:
+https://docs.creem.io/api-reference/endpoint/get-discount-code .
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from bridge.events import ignored
 from providers import _api
-from providers.base import ProviderAdapter
+from providers.base import AdapterOptions, ProviderAdapter
 
 DEFAULT_BASE_URL = "https://api.creem.io/v1"
 PAGE_SIZE = 100
@@ -31,15 +35,13 @@ _PAID = {"paid", "refunded", "partially_refunded"}
 _MONEY = ("amount", "amount_paid", "discount_amount", "tax_amount", "currency")
 
 
-async def paid_transaction(options: _api.ApiOptions, transaction_id: str) -> Mapping[str, Any] | None:
+async def paid_transaction(lookup: _api.WebhookLookup, transaction_id: str) -> Mapping[str, Any] | None:
     """The transaction if Creem reports it paid (refunded later or not), else None (unknown, not paid).
 
     Trouble reaching Creem, a 429 or 5xx, or a refused key raises `ProviderUnavailable`: the webhook stays
     stored and is read again later, so fixing the key lets it through.
     """
-    headers = {"x-api-key": _api.api_key("creem", options), "accept": "application/json"}
-    params = {"transaction_id": transaction_id}
-    transaction = await _api.look_up("Creem", options, DEFAULT_BASE_URL, headers, "transactions", params)
+    transaction = await lookup.fetch("transactions", {"transaction_id": transaction_id})
     if isinstance(transaction, int):
         # 404 (or 400) for an id Creem does not know: the renewal stays skipped with its reason
         return None
@@ -110,3 +112,12 @@ def _record(
         }
         events += _api.webhook_events(adapter, {"eventType": "refund.created", "created_at": created, "object": refund})
     return _api.PaymentRecord(source, _api.parse_time(created), transaction, events)
+
+
+def webhook_lookup(options: AdapterOptions, key: str) -> _api.WebhookLookup:
+    return _api.WebhookLookup("Creem", options, DEFAULT_BASE_URL, {"x-api-key": key})
+
+
+async def discount_code(lookup: _api.WebhookLookup, discount_id: str) -> str | None:
+    """The code of discount `discount_id`; None when Creem no longer has it (deleted) or it has no code."""
+    return _api.code_of(await lookup.get("discounts", {"discount_id": discount_id}), "Creem")

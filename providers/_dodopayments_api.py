@@ -7,16 +7,21 @@ no sale), each listed refund as its `refund.succeeded`. Both lists filter on `cr
 page is the last). Test and live are separate hosts (`test.dodopayments.com`, `live.dodopayments.com`).
 https://docs.dodopayments.com/api-reference/payments/get-payments ,
 https://docs.dodopayments.com/api-reference/refunds/get-refunds .
+
+A payment names the discount the buyer redeemed only by `discount_id`; the code (the `coupon` partner
+source) is `code` of `GET /discounts/{discount_id}`, read while the webhook is recorded:
+https://docs.dodopayments.com/api-reference/discounts/get-discounts-1 .
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from bridge.events import ignored
 from providers import _api
-from providers.base import ProviderAdapter
+from providers.base import AdapterOptions, ProviderAdapter
 
 DEFAULT_BASE_URL = "https://live.dodopayments.com"
 PAGE_SIZE = 100
@@ -52,3 +57,12 @@ def _record(
     else:
         events = [ignored(event, f"{kind} status is {status}, not succeeded")]
     return _api.PaymentRecord(f"{kind}/{item.get(id_field)}", _api.parse_time(created), item, events)
+
+
+def webhook_lookup(options: AdapterOptions, key: str) -> _api.WebhookLookup:
+    return _api.WebhookLookup("Dodo Payments", options, DEFAULT_BASE_URL, {"authorization": f"Bearer {key}"})
+
+
+async def discount_code(lookup: _api.WebhookLookup, discount_id: str) -> str | None:
+    """The code of discount `discount_id`; None when Dodo no longer has it (deleted) or it has no code."""
+    return _api.code_of(await lookup.get(f"discounts/{quote(discount_id, safe='')}"), "Dodo Payments")

@@ -18,6 +18,11 @@ and `email` are what map a payment the webhooks never delivered.
 https://docs.lemonsqueezy.com/api/orders/list-all-orders ,
 https://docs.lemonsqueezy.com/api/subscription-invoices/list-all-subscription-invoices ; rate limit
 300 requests per minute (https://docs.lemonsqueezy.com/api/getting-started/requests#rate-limiting).
+
+An order names no discount code; its discount redemption does (`attributes.discount_code`), listed by
+`GET /v1/discount-redemptions?filter[order_id]=` and read while the webhook of a discounted order is
+recorded: https://docs.lemonsqueezy.com/api/discount-redemptions/list-all-discount-redemptions ,
+https://docs.lemonsqueezy.com/api/discount-redemptions/the-discount-redemption-object .
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 from bridge.events import ignored
 from providers import _api
-from providers.base import ProviderAdapter
+from providers.base import AdapterOptions, ProviderAdapter, ProviderUnavailable
 
 DEFAULT_BASE_URL = "https://api.lemonsqueezy.com/v1"
 PAGE_SIZE = 100
@@ -38,6 +43,10 @@ _LISTS = (
     ("orders", "order", "order_created", "order_refunded"),
     ("subscription-invoices", "subscription invoice", "subscription_payment_success", "subscription_payment_refunded"),
 )
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}", "accept": "application/vnd.api+json"}
 
 
 def _attributes(item: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -64,14 +73,12 @@ def _shape(store_id: int | None) -> _api.ListShape:
     )
 
 
-async def subscription_order_id(options: _api.ApiOptions, subscription_id: str) -> str | None:
+async def subscription_order_id(lookup: _api.WebhookLookup, subscription_id: str) -> str | None:
     """The id of the order subscription `subscription_id` began with; None when the API does not know it.
 
     Trouble reaching the API raises `ProviderUnavailable` (the webhook is read again later).
     """
-    headers = {"authorization": f"Bearer {_api.api_key('lemonsqueezy', options)}", "accept": "application/vnd.api+json"}
-    path = f"subscriptions/{subscription_id}"
-    answer = await _api.look_up("Lemon Squeezy", options, DEFAULT_BASE_URL, headers, path)
+    answer = await lookup.fetch(f"subscriptions/{subscription_id}")
     if isinstance(answer, int):
         return None
     data = answer.get("data")
@@ -86,7 +93,7 @@ async def subscription_order_id(options: _api.ApiOptions, subscription_id: str) 
 async def list_payments(
     adapter: ProviderAdapter, options: _api.ApiOptions, window: _api.HistoryWindow
 ) -> list[_api.PaymentRecord]:
-    headers = {"authorization": f"Bearer {_api.api_key('lemonsqueezy', options)}", "accept": "application/vnd.api+json"}
+    headers = _auth(_api.api_key("lemonsqueezy", options))
     shape = _shape(getattr(options, "store_id", None))
     records: list[_api.PaymentRecord] = []
     async with _api.ApiClient("Lemon Squeezy", options, DEFAULT_BASE_URL, headers, window) as client:
@@ -116,7 +123,7 @@ def _record(
 async def list_affiliates(
     adapter: ProviderAdapter, options: _api.ApiOptions, window: _api.HistoryWindow
 ) -> list[_api.Affiliate]:
-    headers = {"authorization": f"Bearer {_api.api_key('lemonsqueezy', options)}", "accept": "application/vnd.api+json"}
+    headers = _auth(_api.api_key("lemonsqueezy", options))
     async with _api.ApiClient("Lemon Squeezy", options, DEFAULT_BASE_URL, headers, window) as client:
         items = await _api.list_window(client, "affiliates", _shape(getattr(options, "store_id", None)))
     affiliates = []
@@ -136,3 +143,20 @@ async def list_affiliates(
             )
         )
     return affiliates
+
+
+def webhook_lookup(options: AdapterOptions, key: str) -> _api.WebhookLookup:
+    return _api.WebhookLookup("Lemon Squeezy", options, DEFAULT_BASE_URL, _auth(key))
+
+
+async def redeemed_code(lookup: _api.WebhookLookup, order_id: str) -> str | None:
+    """The code redeemed on order `order_id`; None when Lemon Squeezy lists no redemption for it."""
+    answer = await lookup.get("discount-redemptions", {"filter[order_id]": order_id})
+    items = answer.get("data") if isinstance(answer, Mapping) else None
+    if answer is not None and not isinstance(items, list):
+        raise ProviderUnavailable("Lemon Squeezy API answered a redemption list without data")
+    for item in items or []:
+        code = _attributes(item).get("discount_code") if isinstance(item, Mapping) else None
+        if isinstance(code, str) and code.strip():
+            return code.strip()
+    return None

@@ -8,6 +8,11 @@ hence new sales. Refunds and disputes name the transaction, so they share the sa
 Creem's documented `subscription.paid` names its transaction but not what was paid. With an `api_key`
 the adapter reads that transaction from Creem's API and books its `amount_paid`; without one (or when
 Creem does not report it paid) the renewal is skipped with the reason, never booked at list price.
+
+The order of `checkout.completed` names a redeemed discount by its id (`order.discount`). With the
+endpoint's `api_key` the code (the `coupon` partner source) is read from Creem's API while the webhook is
+recorded; without it the sale says that a discount was used and that its code is unknown. An order whose
+`discount` is expanded to an object with its `code` needs no API call.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from typing import Any, ClassVar
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units
 from bridge.redact import describe
-from providers import _api, _creem_api
-from providers._api import ApiOptions
+from providers import _creem_api
+from providers._api import ApiOptions, WebhookLookup, configured_key, read_code
 from providers._payload import currency_code, load_json_object
 from providers.base import (
     AdapterOptions,
@@ -41,6 +46,12 @@ SIGNATURE_HEADER = "creem-signature"
 _TEST_MODES = frozenset({"test", "sandbox", "local"})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+CODE_UNKNOWN = (
+    "a discount was used; its code was not read (the order names only the discount's id; webhooks read the code"
+    " when the endpoint has an api_key)"
+)
+CODE_GONE = "a discount was used; Creem no longer has it (deleted), so its code is unknown"
 
 _IGNORED = {
     "subscription.active": "sync only; the payment is booked from checkout.completed / subscription.paid",
@@ -76,6 +87,8 @@ class CreemAdapter(ProviderAdapter):
         # The secret looks like a Standard Webhooks `whsec_…` but Creem uses the whole string,
         # prefix included, as the HMAC key: decoding it would reject every genuine delivery.
         self._keys = tuple(secret.encode("utf-8") for secret in self.secrets)
+        key = configured_key(options)
+        self._lookup: WebhookLookup | None = _creem_api.webhook_lookup(options, key) if key else None
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         verify_hmac(self._keys, request.body, request.header(SIGNATURE_HEADER), header=SIGNATURE_HEADER)
@@ -95,15 +108,18 @@ class CreemAdapter(ProviderAdapter):
         return SignedRequest(headers={SIGNATURE_HEADER: sign_hmac(secret.encode("utf-8"), body)})
 
     async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        """`parse`, with the paid amount of a `subscription.paid` that lacks it read from Creem's API."""
-        events = self.parse(request)
-        if not any(_awaits_paid_amount(event) for event in events):
-            return events
-        if not isinstance(self.options, ApiOptions) or not _api.has_api_key(self.options):
+        """`parse`, with what the payload leaves out read from Creem's API (the endpoint's `api_key`): the
+        paid amount of a `subscription.paid` that lacks it, and the code of a redeemed discount."""
+        events = await self._with_paid_amount(request, self.parse(request))
+        discount_id = _order_discount(request.body)
+        return await read_code(events, self._lookup, discount_id, _creem_api.discount_code, CODE_GONE)
+
+    async def _with_paid_amount(self, request: WebhookRequest, events: list[NormalizedEvent]) -> list[NormalizedEvent]:
+        if self._lookup is None or not any(_awaits_paid_amount(event) for event in events):
             return events
         envelope = load_json_object(request.body)
         obj = envelope["object"]
-        transaction = await _creem_api.paid_transaction(self.options, obj["last_transaction_id"])
+        transaction = await _creem_api.paid_transaction(self._lookup, obj["last_transaction_id"])
         if transaction is None:
             return events
         event_type = envelope["eventType"]
@@ -116,6 +132,10 @@ class CreemAdapter(ProviderAdapter):
             ]
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise PayloadError(f"{event_type}: Creem API transaction: {exc}") from None
+
+    async def aclose(self) -> None:
+        if self._lookup is not None:
+            await self._lookup.aclose()
 
     def parse(self, request: WebhookRequest) -> list[NormalizedEvent]:
         envelope = load_json_object(request.body)
@@ -133,6 +153,20 @@ class CreemAdapter(ProviderAdapter):
         # ArithmeticError: decimal.Overflow from an absurd exponent is not an InvalidOperation
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise PayloadError(f"{event_type}: {exc}") from None
+
+
+def _order_discount(body: bytes) -> str | None:
+    """The id of the discount a `checkout.completed` order redeemed, when the payload does not give its code."""
+    envelope = load_json_object(body)
+    obj = _mapping(envelope.get("object"))
+    if envelope.get("eventType") != "checkout.completed":
+        return None
+    discount = _mapping(obj.get("order")).get("discount")
+    return None if _code_of(discount) else _id_of(discount)
+
+
+def _code_of(discount: Any) -> str | None:
+    return _text(discount.get("code")) if isinstance(discount, dict) else None
 
 
 def _checkout_completed(event_type: str, obj: Mapping[str, Any], occurred_at: datetime | None) -> NormalizedEvent:
@@ -167,6 +201,9 @@ def _checkout_completed(event_type: str, obj: Mapping[str, Any], occurred_at: da
         product_type=_product_type(order_type),
         test_mode=_test_mode(obj, order),
         occurred_at=occurred_at,
+        coupon_code=_code_of(order.get("discount")),
+        # `read` puts the code here when it can ask Creem for it
+        reason=CODE_UNKNOWN if _id_of(order.get("discount")) and not _code_of(order.get("discount")) else None,
     )
 
 

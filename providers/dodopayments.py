@@ -6,6 +6,10 @@ Refunds and disputes name the payment, so they share its key. Test and live are 
 environments with separate secrets and no flag in the payload, so an endpoint that receives the test
 environment says so (`sandbox: true`). `total_amount` includes `tax`; a refund reports only its gross
 `amount`, which the ledger pro-rates by its payment's tax share.
+
+A payment names a redeemed discount only by `discount_id`. With the endpoint's `api_key` the code (the
+`coupon` partner source) is read from Dodo's API while the webhook is recorded; without it the sale says
+that a discount was used and that its code is unknown.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pydantic import Field
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
-from providers._api import ApiOptions
+from providers import _dodopayments_api
+from providers._api import ApiOptions, WebhookLookup, configured_key, read_code
 from providers._payload import flat_metadata, load_json_object, non_negative_amount, scalar_text
 from providers.base import (
     AdapterOptions,
@@ -50,6 +55,12 @@ _DISPUTE_STATES = {
     # merchant, and no later lost/won event is documented, so waiting for one would keep the commission
     "dispute.expired": DisputeState.LOST,
 }
+
+CODE_UNKNOWN = (
+    "a discount was used; its code was not read (the payment names only discount_id; webhooks read the code"
+    " when the endpoint has an api_key)"
+)
+CODE_GONE = "a discount was used; Dodo no longer has it (deleted), so its code is unknown"
 
 _IGNORED = {
     "subscription.active": "the first charge is booked from its payment.succeeded",
@@ -88,6 +99,8 @@ class DodoPaymentsAdapter(ProviderAdapter):
         settings = options if isinstance(options, DodoPaymentsOptions) else DodoPaymentsOptions()
         self._tolerance = settings.tolerance_seconds
         self._sandbox = settings.sandbox
+        key = configured_key(settings)
+        self._lookup: WebhookLookup | None = _dodopayments_api.webhook_lookup(settings, key) if key else None
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         verify_standard_webhook(self._keys, request.headers, request.body, now, self._tolerance)
@@ -123,6 +136,25 @@ class DodoPaymentsAdapter(ProviderAdapter):
             raise PayloadError(f"{event_type}: {exc}") from None
         return [replace(event, test_mode=self._sandbox)]
 
+    async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        discount_id = _discount_id(request.body)
+        return await read_code(
+            self.parse(request), self._lookup, discount_id, _dodopayments_api.discount_code, CODE_GONE
+        )
+
+    async def aclose(self) -> None:
+        if self._lookup is not None:
+            await self._lookup.aclose()
+
+
+def _discount_id(body: bytes) -> str | None:
+    """The discount a succeeded payment redeemed (`data.discount_id`), read after `parse` accepted the body."""
+    envelope = load_json_object(body)
+    data = envelope.get("data")
+    if envelope.get("type") != "payment.succeeded" or not isinstance(data, dict):
+        return None
+    return scalar_text(data.get("discount_id"))
+
 
 def _key(secret: str) -> bytes:
     try:
@@ -149,6 +181,8 @@ def _sale(event_type: str, data: Mapping[str, Any], occurred_at: datetime | None
         product_id=_first_product(data.get("product_cart")),
         product_type="subscription" if data.get("subscription_id") else "one_time",
         occurred_at=occurred_at,
+        # `read` puts the code here when it can ask Dodo for it
+        reason=CODE_UNKNOWN if scalar_text(data.get("discount_id")) else None,
     )
 
 

@@ -8,6 +8,10 @@ payment, announced by both `order_created` and `subscription_payment_success` (b
 Amounts: `total` is what the buyer paid and `tax` the part of it that is tax (whether the price was
 set tax-inclusive or not); refunds report only the cumulative gross `refunded_amount`, so each refund
 event also names its order's `total` and `tax` for the ledger to take off the right tax share.
+
+An order names no discount code, only its `discount_total`. With the endpoint's `api_key`, an order that
+was discounted has its code (the `coupon` partner source) read from its discount redemption while the
+webhook is recorded; without the key the sale says a discount was used and that its code is unknown.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import Any, ClassVar
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent, ignored
 from bridge.money import from_minor_units, normalize_currency
 from bridge.redact import describe
-from providers import _api, _lemonsqueezy_api
-from providers._api import ApiOptions
+from providers import _lemonsqueezy_api
+from providers._api import ApiOptions, WebhookLookup, configured_key, read_code
 from providers._payload import load_json_object
 from providers.base import (
     AdapterOptions,
@@ -57,6 +61,12 @@ _IGNORED_REASONS = {
     "license_key_created": "license keys carry no payment",
     "license_key_updated": "license keys carry no payment",
 }
+
+CODE_UNKNOWN = (
+    "a discount was used; its code was not read (the order names only discount_total; webhooks read the code"
+    " when the endpoint has an api_key)"
+)
+CODE_NOT_REDEEMED = "a discount was used; Lemon Squeezy lists no discount redemption for the order"
 
 # a JSON object as parsed from the body
 Json = Mapping[str, Any]
@@ -95,6 +105,8 @@ class LemonSqueezyAdapter(ProviderAdapter):
             "subscription_payment_success": self._invoice_paid,
             "subscription_payment_refunded": self._invoice_refunded,
         }
+        key = configured_key(options)
+        self._lookup: WebhookLookup | None = _lemonsqueezy_api.webhook_lookup(options, key) if key else None
 
     # --- signature ---------------------------------------------------------------------------------
 
@@ -137,17 +149,22 @@ class LemonSqueezyAdapter(ProviderAdapter):
     # --- parse -------------------------------------------------------------------------------------
 
     async def read(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        """`parse`; a refund of a subscription's first payment is moved onto its order's key when the
-        endpoint's `api_key` can read which order the subscription began with."""
-        events = self.parse(request)
-        if not any(_needs_its_order(event) for event in events) or not _api.has_api_key(self.options):
+        """`parse`, with what the webhook leaves out read through the endpoint's `api_key`: the code of a
+        discounted order, and the order a refund of a subscription's first payment belongs to."""
+        events = await self._on_its_order(request, self.parse(request))
+        order_id = _discounted_order(request.body)
+        return await read_code(events, self._lookup, order_id, _lemonsqueezy_api.redeemed_code, CODE_NOT_REDEEMED)
+
+    async def _on_its_order(self, request: WebhookRequest, events: list[NormalizedEvent]) -> list[NormalizedEvent]:
+        """A refund of a subscription's first payment moved onto its order's key, when the API can say
+        which order the subscription began with."""
+        if self._lookup is None or not any(_needs_its_order(event) for event in events):
             return events
-        assert isinstance(self.options, ApiOptions)
         attributes = _attributes(load_json_object(request.body)["data"], "subscription-invoices")
         subscription_id = str(attributes.get("subscription_id") or "")
         if not subscription_id.isdigit():
             return events
-        order_id = await _lemonsqueezy_api.subscription_order_id(self.options, subscription_id)
+        order_id = await _lemonsqueezy_api.subscription_order_id(self._lookup, subscription_id)
         if order_id is None:
             return events
         # The order's own figures decide whether this is all of it (an order may hold more than the
@@ -186,6 +203,10 @@ class LemonSqueezyAdapter(ProviderAdapter):
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
             raise PayloadError(f"{event}: {exc}") from None
 
+    async def aclose(self) -> None:
+        if self._lookup is not None:
+            await self._lookup.aclose()
+
     def _order_created(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
         attributes = _attributes(data, "orders")
         status = attributes.get("status")
@@ -204,6 +225,8 @@ class LemonSqueezyAdapter(ProviderAdapter):
             product_type=_first_item(attributes, "variant_id"),
             test_mode=_test_mode(meta, attributes),
             occurred_at=_timestamp(attributes.get("created_at")),
+            # `read` puts the code here when it can ask Lemon Squeezy for it
+            reason=CODE_UNKNOWN if _discounted(attributes) else None,
         )
 
     def _order_refunded(self, event: str, meta: Json, data: Json) -> NormalizedEvent:
@@ -318,6 +341,23 @@ def _object_id(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         raise ValueError("data.id is not an id")
     return str(value)
+
+
+def _discounted(attributes: Json) -> bool:
+    value = attributes.get("discount_total")
+    return isinstance(value, int | Decimal) and not isinstance(value, bool) and value > 0
+
+
+def _discounted_order(body: bytes) -> str | None:
+    """The id of the order an `order_created` announces, when a discount took something off it."""
+    payload = load_json_object(body)
+    meta, data = payload.get("meta"), payload.get("data")
+    if not isinstance(meta, Mapping) or meta.get("event_name") != "order_created" or not isinstance(data, Mapping):
+        return None
+    attributes = data.get("attributes")
+    if not isinstance(attributes, Mapping) or not _discounted(attributes):
+        return None
+    return _data_id(data)
 
 
 def _data_id(data: Json) -> str:

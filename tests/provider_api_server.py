@@ -8,6 +8,7 @@ way the provider does, and records every request. Faults: `fail_next(n, status, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
@@ -21,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.events import NormalizedEvent
+from providers.base import ProviderAdapter, WebhookRequest
 from tests.loopback import LoopbackServer
 
 API_KEY = "test-provider-api-key-0123456789"
@@ -51,11 +54,13 @@ def _number(query: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _json_api(items: list[dict[str, Any]], query: Mapping[str, str], path: str) -> Page:
-    """Lemon Squeezy: `page[number]` from 1, `page[size]` up to 100, `meta.page`, JSON:API `data`."""
+    """Lemon Squeezy: `page[number]` from 1, `page[size]` up to 100, `meta.page`, JSON:API `data`;
+    `filter[store_id]`, and `filter[order_id]` of discount redemptions."""
     size = max(1, min(100, _number(query, "page[size]", 10)))
     number = max(1, _number(query, "page[number]", 1))
-    if "filter[store_id]" in query:
-        items = [i for i in items if str(i["attributes"].get("store_id")) == query["filter[store_id]"]]
+    for name in ("store_id", "order_id"):
+        if f"filter[{name}]" in query:
+            items = [i for i in items if str(i["attributes"].get(name)) == query[f"filter[{name}]"]]
     last = max(1, math.ceil(len(items) / size))
     page = items[(number - 1) * size : number * size]
     meta = {
@@ -116,7 +121,7 @@ class Flavor:
     items_field: str = "items"
     error: Callable[[int], Any] = lambda status: {"error": "test server", "status": status}
     lookups: tuple[tuple[str, str], ...] = ()  # (path, query parameter): GET one object by its id
-    by_path: tuple[str, ...] = ()  # GET `<path>/<id>`: one object by its id in the path
+    by_path: tuple[str, ...] = ()  # GET <path>/<id>: one object by the id in its path
 
 
 FLAVORS = {
@@ -124,7 +129,8 @@ FLAVORS = {
     "lemonsqueezy": Flavor(
         "authorization",
         "Bearer {key}",
-        ("/v1/orders", "/v1/subscription-invoices", "/v1/affiliates"),
+        # https://docs.lemonsqueezy.com/api/discount-redemptions/list-all-discount-redemptions
+        ("/v1/orders", "/v1/subscription-invoices", "/v1/affiliates", "/v1/discount-redemptions"),
         _json_api,
         items_field="data",
         error=lambda status: {"jsonapi": {"version": "1.0"}, "errors": [{"status": str(status), "title": "Error"}]},
@@ -136,16 +142,22 @@ FLAVORS = {
         "authorization", "Bearer {key}", ("/v1/orders/",), _polar, error=lambda status: {"detail": "test server"}
     ),
     # https://docs.creem.io/api-reference/endpoint/get-transactions (x-api-key); look-ups:
-    # /endpoint/get-customer and /endpoint/get-transaction (`GET /v1/transactions?transaction_id=`)
+    # /endpoint/get-customer, /endpoint/get-transaction (`GET /v1/transactions?transaction_id=`) and
+    # /endpoint/get-discount-code (`GET /v1/discounts?discount_id=`)
     "creem": Flavor(
         "x-api-key",
         "{key}",
         ("/v1/transactions/search",),
         _creem,
-        lookups=(("/v1/customers", "customer_id"), ("/v1/transactions", "transaction_id")),
+        lookups=(
+            ("/v1/customers", "customer_id"),
+            ("/v1/transactions", "transaction_id"),
+            ("/v1/discounts", "discount_id"),
+        ),
     ),
-    # https://docs.dodopayments.com/api-reference/payments/get-payments (Bearer)
-    "dodopayments": Flavor("authorization", "Bearer {key}", ("/payments", "/refunds"), _dodo),
+    # https://docs.dodopayments.com/api-reference/payments/get-payments (Bearer),
+    # https://docs.dodopayments.com/api-reference/discounts/get-discounts-1 (GET /discounts/{discount_id})
+    "dodopayments": Flavor("authorization", "Bearer {key}", ("/payments", "/refunds"), _dodo, by_path=("/discounts",)),
 }
 
 
@@ -165,7 +177,7 @@ class ProviderApiServer:
         self._faults: list[tuple[int, dict[str, str]]] = []
         routes = [Route(path, self._list, methods=["GET"]) for path in self.flavor.paths]
         routes += [Route(path, self._lookup, methods=["GET"]) for path, _ in self.flavor.lookups]
-        routes += [Route(path + "/{id}", self._by_path, methods=["GET"]) for path in self.flavor.by_path]
+        routes += [Route(path + "/{ident}", self._by_path, methods=["GET"]) for path in self.flavor.by_path]
         self._http = LoopbackServer(Starlette(routes=routes), f"{provider} API test server")
 
     @property
@@ -213,18 +225,14 @@ class ProviderApiServer:
 
     async def _lookup(self, request: Request) -> Response:
         parameter = dict(self.flavor.lookups)[request.url.path]
-
-        def answer() -> tuple[int, Any, dict[str, str]]:
-            found = self._objects[request.url.path].get(request.query_params.get(parameter, ""))
-            return (200, found, {}) if found is not None else (404, self.flavor.error(404), {})
-
-        return self._respond(request, answer)
+        return self._one(request, request.url.path, request.query_params.get(parameter, ""))
 
     async def _by_path(self, request: Request) -> Response:
-        path = request.url.path.rsplit("/", 1)[0]
+        return self._one(request, request.url.path.rsplit("/", 1)[0], request.path_params["ident"])
 
+    def _one(self, request: Request, path: str, ident: str) -> Response:
         def answer() -> tuple[int, Any, dict[str, str]]:
-            found = self._objects[path].get(request.path_params["id"])
+            found = self._objects[path].get(ident)
             return (200, found, {}) if found is not None else (404, self.flavor.error(404), {})
 
         return self._respond(request, answer)
@@ -249,3 +257,15 @@ def _ident(obj: Mapping[str, Any]) -> str:
         if obj.get(field) is not None:
             return str(obj[field])
     raise ValueError("object without an id")
+
+
+def read_once(adapter: ProviderAdapter, request: WebhookRequest) -> list[NormalizedEvent]:
+    """What the worker makes of `request` (`read`, the adapter's API look-ups included), the adapter closed after."""
+
+    async def read_and_close() -> list[NormalizedEvent]:
+        try:
+            return await adapter.read(request)
+        finally:
+            await adapter.aclose()
+
+    return asyncio.run(read_and_close())

@@ -190,3 +190,28 @@ def test_a_blank_or_padded_signup_token_is_refused(token: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config({"signups": {"token": token}})
     assert error.value.problems == ["signups.token: must not be blank or start or end with whitespace"]
+
+
+def test_check_config_says_where_codes_are_looked_up_without_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    endpoints = (
+        "endpoints:\n"
+        "  gum: {provider: gumroad, secret: s3cret-value, partner_key: [metadata.partnero_partner, coupon]}\n"
+        "  ls: {provider: lemonsqueezy, secret: s3cret-value}\n"
+    )
+    path.write_text(
+        "partnero: {api_key: pk-secret-value, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "coupons: {codes: {PODCAST20: ptr_host_key, VIDEO10: ptr_video_key}}\n" + endpoints
+    )
+    shown = _cli("check-config", str(path)).stdout
+    assert "coupons: 2 codes in coupons.codes, then Partnero's promotion codes for gum (used by gum)" in shown
+    assert "partner_key=metadata.partnero_partner,coupon  test_mode=" in shown
+    assert "PODCAST20" not in shown and "ptr_host_key" not in shown
+    path.write_text("partnero: {dry_run: true}\n" + endpoints)
+    shown = _cli("check-config", str(path)).stdout
+    assert "coupons: 0 codes in coupons.codes, not Partnero's promotion codes (dry run) (used by gum)" in shown
+    path.write_text(
+        "coupons: {codes: {PODCAST20: ptr_host_key}}\nendpoints: {ls: {provider: lemonsqueezy, secret: s}}\n"
+    )
+    shown = _cli("check-config", str(path)).stdout
+    assert "coupons: 1 code in coupons.codes, unused (no endpoint has coupon in partner_key)" in shown

@@ -23,6 +23,7 @@ from providers.base import WebhookRequest
 from tests.bridge_process import BridgeProcess
 from tests.e2e_kit import ProviderCase, provider_cases
 from tests.partnero_server import PartneroServer
+from tests.provider_api_server import ProviderApiServer
 from tests.test_admin import cli
 
 BridgeFactory = Callable[..., BridgeProcess]
@@ -39,6 +40,31 @@ CODE_SALES = {
 CASES = {c.provider: c for c in provider_cases()}
 
 SIGNUP_TOKEN = "sign-up-token-0123456789"
+# providers whose payment names the discount but not its code: the code is read from their API
+# (provider, sale fixture, edits that make it discounted, API object path, object fixture, id, code)
+API_CODE_SALES = {
+    "creem": (
+        "checkout_completed.json",
+        {"object.order.discount": "dis_4Ma9KJ7d3TnRmVhgSz1mQK"},
+        "/v1/discounts",
+        "api/discount.json",
+        "PODCAST20",
+    ),
+    "dodopayments": (
+        "payment_succeeded.json",
+        {"data.discount_id": "dsc_qxxEmg5PuM1uNTE0LgkP9"},
+        "/discounts",
+        "api/discount.json",
+        "PODCAST20",
+    ),
+    "lemonsqueezy": (
+        "order_created.json",
+        {"data.attributes.discount_total": 100},
+        "/v1/discount-redemptions",
+        "api/discount_redemption.json",
+        "10PERC",
+    ),
+}
 
 
 def _endpoint(partnero: PartneroServer, codes: dict[str, str] | None = None, **settings: Any) -> Endpoint:
@@ -218,6 +244,33 @@ def test_a_sale_with_a_partners_code_credits_that_partner(
     sale = partnero.live_transactions()[0]
     assert sale.partner_key == "ptr_host", bridge.logs()
     assert partnero.customers[sale.customer_key or ""].partner_key == "ptr_host"
+    assert _attributions(bridge) == [{"rule": "code", "source": "coupon", "partner": "id:prt_host", "code": code}]
+
+
+@pytest.mark.parametrize("provider", sorted(API_CODE_SALES))
+def test_a_code_read_from_the_providers_api_credits_its_partner_once_even_after_a_failed_look_up(
+    provider: str, partnero: PartneroServer, bridge_factory: BridgeFactory
+) -> None:
+    case = CASES[provider]
+    file, edits, path, discount, code = API_CODE_SALES[provider]
+    partnero.add_partner("ptr_host", id="prt_host")
+    partnero.add_promotion_code(code, "ptr_host")
+    with ProviderApiServer(provider) as api:
+        found = json.loads(case.body(discount))
+        if path == "/v1/discount-redemptions":
+            api.add(path, found)
+        else:
+            api.put(path, found.get("discount_id") or found["id"], found)
+        api.fail_next(1, status=503)  # the first read of the call fails: it is read again, not lost
+        base_url = api.url + ("" if provider == "dodopayments" else "/v1")
+        bridge = bridge_factory({"shop": _settings(case, api_key=api.api_key, api_base_url=base_url)})
+        body, headers, query = case.signed(file, edits=edits)
+        assert bridge.post("shop", body, headers, query).status_code == 200
+        partnero.wait_for(lambda s: len(s.live_transactions()) == 1)
+        bridge.wait_settled()
+        assert [r.status for r in api.requests] == [503, 200]
+    [sale] = partnero.live_transactions()
+    assert sale.partner_key == "ptr_host", bridge.logs()
     assert _attributions(bridge) == [{"rule": "code", "source": "coupon", "partner": "id:prt_host", "code": code}]
 
 

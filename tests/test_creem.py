@@ -17,11 +17,18 @@ from pydantic import ValidationError
 
 from bridge.events import DisputeState, EventKind, NormalizedEvent
 from providers import get_adapter_class
-from providers.base import AdapterOptions, PayloadError, ProviderUnavailable, SignatureError, WebhookRequest, body_hash
-from providers.creem import CreemAdapter, CreemOptions
+from providers.base import (
+    AdapterOptions,
+    PayloadError,
+    ProviderUnavailable,
+    SignatureError,
+    WebhookRequest,
+    body_hash,
+)
+from providers.creem import CODE_GONE, CODE_UNKNOWN, CreemAdapter, CreemOptions
 from providers.signatures import sign_hmac, standard_webhook_key
 from tests.ledger_kit import LedgerHarness
-from tests.provider_api_server import API_KEY, ProviderApiServer
+from tests.provider_api_server import API_KEY, ProviderApiServer, read_once
 
 FIXTURES = Path(__file__).parent / "fixtures" / "creem"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -685,3 +692,66 @@ def test_a_refund_that_did_not_succeed_moves_nothing(status: str) -> None:
     event = parse_one(edited("refund_created.json", _set(status, "status")))
     assert event.kind is EventKind.IGNORED
     assert event.reason == f"refund status is {status!r}; only a succeeded refund moves money"
+
+
+# --- discount codes (issue 15): the order names the discount by id; the code is Creem's API's ---------
+
+DISCOUNT_ID = "dis_4Ma9KJ7d3TnRmVhgSz1mQK"
+
+
+def _discounted(discount: Any = DISCOUNT_ID) -> bytes:
+    return edited("checkout_completed.json", lambda p: p["object"]["order"].update(discount=discount))
+
+
+def _read(creem: CreemAdapter, body: bytes) -> list[NormalizedEvent]:
+    return read_once(creem, request(body))
+
+
+@pytest.fixture
+def discount_api() -> Iterator[ProviderApiServer]:
+    with ProviderApiServer("creem") as server:
+        server.put("/v1/discounts", DISCOUNT_ID, json.loads(fixture("api/discount.json")))
+        yield server
+
+
+def _with_key(server: ProviderApiServer) -> CreemAdapter:
+    return CreemAdapter((SECRET,), CreemOptions(api_key=server.api_key, api_base_url=f"{server.url}/v1"))
+
+
+def test_without_an_api_key_a_discounted_order_says_its_code_is_unknown() -> None:
+    [sale] = _read(adapter(), _discounted())
+    assert (sale.kind, sale.coupon_code, sale.reason) == (EventKind.SALE, None, CODE_UNKNOWN)
+    assert parse_one(fixture("checkout_completed.json")).reason is None
+
+
+def test_an_expanded_discount_gives_its_code_without_an_api_call(discount_api: ProviderApiServer) -> None:
+    [sale] = _read(_with_key(discount_api), _discounted({"id": DISCOUNT_ID, "code": "VIDEO10"}))
+    assert (sale.coupon_code, sale.reason) == ("VIDEO10", None)
+    assert discount_api.requests == []
+
+
+def test_with_an_api_key_the_code_is_read_from_the_discount(discount_api: ProviderApiServer) -> None:
+    [sale] = _read(_with_key(discount_api), _discounted())
+    assert (sale.kind, sale.coupon_code, sale.reason) == (EventKind.SALE, "PODCAST20", None)
+    [asked] = discount_api.requests
+    assert (asked.path, asked.query, asked.status) == ("/v1/discounts", {"discount_id": DISCOUNT_ID}, 200)
+
+
+def test_orders_without_a_discount_and_other_events_ask_nothing(discount_api: ProviderApiServer) -> None:
+    _read(_with_key(discount_api), fixture("checkout_completed.json"))
+    _read(_with_key(discount_api), fixture("subscription_paid.json"))
+    # (the renewal asks for its transaction's paid amount, not for a discount)
+    assert [r.path for r in discount_api.requests if r.path == "/v1/discounts"] == []
+
+
+def test_a_deleted_discount_keeps_the_sale_without_a_code(discount_api: ProviderApiServer) -> None:
+    [sale] = _read(_with_key(discount_api), _discounted("dis_gone"))
+    assert (sale.kind, sale.coupon_code, sale.reason) == (EventKind.SALE, None, CODE_GONE)
+    assert sale.transaction_key == parse_one(fixture("checkout_completed.json")).transaction_key
+
+
+@pytest.mark.parametrize("status", [401, 429, 500, 503])
+def test_a_failed_look_up_leaves_the_call_to_be_read_again(discount_api: ProviderApiServer, status: int) -> None:
+    discount_api.fail_next(1, status=status)
+    with pytest.raises(ProviderUnavailable, match=f"Creem API .*{status}"):
+        _read(_with_key(discount_api), _discounted())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,9 +16,10 @@ from pydantic import ValidationError
 
 from bridge.events import DisputeState, EventKind, NormalizedEvent
 from providers import get_adapter_class
-from providers.base import PayloadError, SignatureError, WebhookRequest, body_hash
-from providers.dodopayments import DodoPaymentsAdapter, DodoPaymentsOptions
+from providers.base import PayloadError, ProviderUnavailable, SignatureError, WebhookRequest, body_hash
+from providers.dodopayments import CODE_GONE, CODE_UNKNOWN, DodoPaymentsAdapter, DodoPaymentsOptions
 from tests.ledger_kit import LedgerHarness
+from tests.provider_api_server import ProviderApiServer, read_once
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dodopayments"
 
@@ -544,3 +546,63 @@ def test_refunds_carry_their_refund_id_so_a_repeat_is_applied_once() -> None:
     # fixture: tests/fixtures/dodopayments/refund_succeeded.json (see SOURCES.md)
     [event] = adapter().parse(request(fixture("refund_succeeded.json")))
     assert event.refund_id == "ref_test"
+
+
+# --- discount codes (issue 15): the payment names only discount_id; the code is Dodo's API's -------
+
+DISCOUNT_ID = "dsc_qxxEmg5PuM1uNTE0LgkP9"
+
+
+def _read(dodo: DodoPaymentsAdapter, body: bytes) -> list[NormalizedEvent]:
+    return read_once(dodo, request(body))
+
+
+@pytest.fixture
+def dodo_api() -> Iterator[ProviderApiServer]:
+    with ProviderApiServer("dodopayments") as server:
+        server.put("/discounts", DISCOUNT_ID, json.loads(fixture("api/discount.json")))
+        yield server
+
+
+def _with_key(server: ProviderApiServer) -> DodoPaymentsAdapter:
+    return adapter(api_key=server.api_key, api_base_url=server.url)
+
+
+def test_without_an_api_key_a_discounted_sale_says_its_code_is_unknown() -> None:
+    [sale] = _read(adapter(), edited("payment_succeeded.json", discount_id=DISCOUNT_ID))
+    assert sale.coupon_code is None
+    assert sale.reason == CODE_UNKNOWN
+    [plain] = _read(adapter(), fixture("payment_succeeded.json"))
+    assert (plain.coupon_code, plain.reason) == (None, None)
+
+
+def test_with_an_api_key_the_code_is_read_from_the_discount(dodo_api: ProviderApiServer) -> None:
+    [sale] = _read(_with_key(dodo_api), edited("payment_succeeded.json", discount_id=DISCOUNT_ID))
+    assert (sale.kind, sale.coupon_code, sale.reason) == (EventKind.SALE, "PODCAST20", None)
+    assert [(r.path, r.status) for r in dodo_api.requests] == [(f"/discounts/{DISCOUNT_ID}", 200)]
+
+
+def test_payments_without_a_discount_and_other_events_ask_nothing(dodo_api: ProviderApiServer) -> None:
+    _read(_with_key(dodo_api), fixture("payment_succeeded.json"))
+    _read(_with_key(dodo_api), edited("refund_succeeded.json", discount_id=DISCOUNT_ID))
+    assert dodo_api.requests == []
+
+
+def test_a_deleted_discount_keeps_the_sale_without_a_code(dodo_api: ProviderApiServer) -> None:
+    [sale] = _read(_with_key(dodo_api), edited("payment_succeeded.json", discount_id="dsc_gone"))
+    assert (sale.kind, sale.transaction_key, sale.coupon_code) == (EventKind.SALE, "dodo:pay:pay_test", None)
+    assert sale.reason == CODE_GONE
+
+
+@pytest.mark.parametrize("status", [401, 429, 500, 503])
+def test_a_failed_look_up_leaves_the_call_to_be_read_again(dodo_api: ProviderApiServer, status: int) -> None:
+    dodo_api.fail_next(1, status=status)
+    with pytest.raises(ProviderUnavailable, match=f"Dodo Payments API .*{status}"):
+        _read(_with_key(dodo_api), edited("payment_succeeded.json", discount_id=DISCOUNT_ID))
+
+
+def test_an_unreachable_api_leaves_the_call_to_be_read_again() -> None:
+    with ProviderApiServer("dodopayments") as server:
+        url = server.url
+    with pytest.raises(ProviderUnavailable, match="unreachable"):
+        _read(adapter(api_key="k", api_base_url=url), edited("payment_succeeded.json", discount_id=DISCOUNT_ID))

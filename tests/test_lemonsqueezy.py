@@ -15,11 +15,18 @@ import pytest
 from bridge.config import ConfigError, parse_config
 from bridge.events import CustomerFacts, EventKind, NormalizedEvent
 from providers import get_adapter_class
-from providers.base import AdapterOptions, PayloadError, ProviderUnavailable, SignatureError, WebhookRequest, body_hash
-from providers.lemonsqueezy import LemonSqueezyAdapter, LemonSqueezyOptions
+from providers.base import (
+    AdapterOptions,
+    PayloadError,
+    ProviderUnavailable,
+    SignatureError,
+    WebhookRequest,
+    body_hash,
+)
+from providers.lemonsqueezy import CODE_NOT_REDEEMED, CODE_UNKNOWN, LemonSqueezyAdapter, LemonSqueezyOptions
 from providers.signatures import sign_hmac, verify_hmac
 from tests.ledger_kit import LedgerHarness
-from tests.provider_api_server import API_KEY, ProviderApiServer
+from tests.provider_api_server import API_KEY, ProviderApiServer, read_once
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lemonsqueezy"
 SECRET = "whsec-lemon-test-1"
@@ -723,3 +730,65 @@ def test_an_invoice_refund_read_before_its_order_is_measured_against_the_order(
         assert list(h.live().values()) == [Decimal("49.00")]
     finally:
         h.close()
+
+
+# --- discount codes (issue 15): an order names no code; its discount redemption does ---------------
+
+
+def _discounted(total: int = 100, event: str = "order_created") -> bytes:
+    payload = fixture_json("order_created.json")
+    payload["meta"]["event_name"] = event
+    payload["data"]["attributes"]["discount_total"] = total
+    return encode(payload)
+
+
+def _read(lemon: LemonSqueezyAdapter, body: bytes) -> list[NormalizedEvent]:
+    return read_once(lemon, request(body))
+
+
+@pytest.fixture
+def redemption_api() -> Iterator[ProviderApiServer]:
+    with ProviderApiServer("lemonsqueezy") as server:
+        server.add("/v1/discount-redemptions", fixture_json("api/discount_redemption.json"))
+        other = fixture_json("api/discount_redemption.json")
+        other["id"], other["attributes"]["order_id"], other["attributes"]["discount_code"] = "2", 2, "OTHER"
+        server.add("/v1/discount-redemptions", other)
+        yield server
+
+
+def _with_key(server: ProviderApiServer) -> LemonSqueezyAdapter:
+    options = LemonSqueezyOptions(api_key=server.api_key, api_base_url=f"{server.url}/v1")
+    return LemonSqueezyAdapter((SECRET,), options)
+
+
+def test_without_an_api_key_a_discounted_order_says_its_code_is_unknown() -> None:
+    [sale] = _read(adapter(), _discounted())
+    assert (sale.kind, sale.coupon_code, sale.reason) == (EventKind.SALE, None, CODE_UNKNOWN)
+    assert parse_one(fixture("order_created.json")).reason is None
+
+
+def test_with_an_api_key_the_code_is_read_from_the_orders_redemption(redemption_api: ProviderApiServer) -> None:
+    [sale] = _read(_with_key(redemption_api), _discounted())
+    assert (sale.kind, sale.coupon_code, sale.reason) == (EventKind.SALE, "10PERC", None)
+    [asked] = redemption_api.requests
+    assert (asked.path, asked.query, asked.status) == ("/v1/discount-redemptions", {"filter[order_id]": "1"}, 200)
+
+
+def test_orders_without_a_discount_and_other_events_ask_nothing(redemption_api: ProviderApiServer) -> None:
+    _read(_with_key(redemption_api), _discounted(0))
+    _read(_with_key(redemption_api), _discounted(100, event="order_refunded"))
+    assert redemption_api.requests == []
+
+
+def test_an_order_without_a_redemption_keeps_the_sale_without_a_code() -> None:
+    with ProviderApiServer("lemonsqueezy") as empty:
+        [sale] = _read(_with_key(empty), _discounted())
+    assert (sale.kind, sale.transaction_key, sale.coupon_code) == (EventKind.SALE, "lemonsqueezy:order:1", None)
+    assert sale.reason == CODE_NOT_REDEEMED
+
+
+@pytest.mark.parametrize("status", [401, 429, 500, 503])
+def test_a_failed_look_up_leaves_the_call_to_be_read_again(redemption_api: ProviderApiServer, status: int) -> None:
+    redemption_api.fail_next(1, status=status)
+    with pytest.raises(ProviderUnavailable, match=f"Lemon Squeezy API .*{status}"):
+        _read(_with_key(redemption_api), _discounted())
