@@ -130,6 +130,44 @@ def test_run_each_keeps_order_and_rolls_back_only_the_piece_that_fails(engine: S
     run(_with_store(engine, body))
 
 
+def test_a_caller_that_stops_waiting_leaves_its_batch_neighbours_answered(tmp_path: Path) -> None:
+    """The writer answers a whole batch in one pass of the event loop; a waiter that was cancelled (the
+    client hung up) must not keep the pieces after it in that batch from being answered."""
+    import threading
+
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    gate = threading.Event()
+
+    def blocked(tx: Transaction) -> bool:
+        gate.wait(timeout=10)
+        return tx.ping()
+
+    def insert(delivery: str) -> Callable[[Transaction], tuple[int, bool]]:
+        return lambda tx: tx.insert_call("a", delivery, time.time(), "POST", "/", "", {}, b"{}")
+
+    async def scenario() -> list[Any]:
+        await store.open()
+        try:
+            holding = asyncio.create_task(store.run(blocked))
+            await asyncio.sleep(0.05)  # the writer is inside `blocked`: the next three queue as one batch
+            first = asyncio.create_task(store.run(insert("d1")))
+            hung_up = asyncio.create_task(store.run(insert("d2")))
+            last = asyncio.create_task(store.run(insert("d3")))
+            await asyncio.sleep(0.05)
+            hung_up.cancel()
+            gate.set()
+            answers = await asyncio.wait_for(asyncio.gather(holding, first, last), timeout=10)
+            stored = await store.run(lambda tx: tx.insert_call("a", "d2", 0.0, "POST", "/", "", {}, b"{}"))
+            return [*answers, stored]
+        finally:
+            gate.set()
+            await store.close()
+
+    holding, first, last, stored = run(scenario())
+    assert holding is True and first[1] and last[1]
+    assert stored[1] is False  # the cancelled caller's insert was committed all the same
+
+
 def test_calls_keep_bytes_and_status(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         raw = b'{"a": 1.10}\n\xff'

@@ -10,6 +10,7 @@ PostgreSQL engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import queue
@@ -194,7 +195,7 @@ class SQLiteStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[tuple[Callable[[Transaction], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Callable[[Transaction], Any], _Waiter] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
@@ -250,22 +251,24 @@ class SQLiteStore:
     async def run(self, work: Callable[[Transaction], T]) -> T:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("store is not open")
-        future: Future[T] = Future()
-        self._queue.put((work, future))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((work, (loop, future)))
+        return await future
 
     async def run_each(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("store is not open")
+        loop = asyncio.get_running_loop()
         # queued back to back, so the writer takes them in order into as few commits as it can
-        futures: list[Future[T]] = []
+        futures: list[asyncio.Future[T]] = []
         for work in works:
-            futures.append(Future())
-            self._queue.put((work, futures[-1]))
+            futures.append(loop.create_future())
+            self._queue.put((work, (loop, futures[-1])))
         results: list[T | Exception] = []
         for future in futures:
             try:
-                value: T = await asyncio.wrap_future(future)
+                value: T = await future
             except Exception as exc:
                 results.append(exc)
             else:
@@ -348,33 +351,60 @@ class SQLiteStore:
     def _run_batch(
         conn: sqlite3.Connection,
         tx: SQLTransaction,
-        batch: list[tuple[Callable[[Transaction], Any], Future[Any]]],
+        batch: list[tuple[Callable[[Transaction], Any], _Waiter]],
     ) -> None:
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        results: list[tuple[_Waiter, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for work, future in batch:
+            for work, waiter in batch:
                 conn.execute("SAVEPOINT work")
                 try:
                     value = work(tx)
                 except BaseException as exc:
                     conn.execute("ROLLBACK TO work")
                     conn.execute("RELEASE work")
-                    results.append((future, None, exc))
+                    results.append((waiter, None, exc))
                 else:
                     conn.execute("RELEASE work")
-                    results.append((future, value, None))
+                    results.append((waiter, value, None))
             conn.execute("COMMIT")
         except BaseException as exc:
             # the commit itself failed: nothing in this batch is durable, so nobody may be told it is
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _resolve([(waiter, None, exc) for _, waiter in batch])
             return
-        for future, value, error in results:
+        _resolve(results)
+
+
+# who waits for a piece of work: an event loop's future, or a thread's (`run_sync`)
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"] | Future[Any]
+
+
+def _resolve(results: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
+    """Hand every outcome of a batch to its waiter, waking each event loop once per batch rather than once
+    per piece of work: under load a wake-up per request (a write to the loop's self-pipe and a pass of
+    the loop) cost more than the insert it reported."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for waiter, value, error in results:
+        if isinstance(waiter, Future):
             if error is not None:
-                future.set_exception(error)
+                waiter.set_exception(error)
             else:
-                future.set_result(value)
+                waiter.set_result(value)
+        else:
+            loop, future = waiter
+            by_loop.setdefault(loop, []).append((future, value, error))
+    for loop, outcomes in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left waiting
+            loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in outcomes:
+        if future.cancelled():
+            continue  # the caller stopped waiting (a client hung up); the work itself is done or undone
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
