@@ -72,6 +72,13 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
         endpoint = config.endpoints.get(name)
         if endpoint is None:
             return _answer(404, "unknown endpoint", name, started)
+        if worker is None:
+            return await _ingest(request, endpoint, started)
+        with worker.answering():
+            return await _ingest(request, endpoint, started)
+
+    async def _ingest(request: Request, endpoint: Endpoint, started: float) -> Response:
+        name = endpoint.name
         try:
             body = await read_body(request, config.server.max_body_bytes)
         except BodyTooLarge:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,13 +20,16 @@ from bridge.config import Config, PartneroSettings
 from bridge.flow import CircuitBreaker, ProgramState, RateLimiter, Ticket, Verdict, backoff_seconds
 from bridge.outbox import CREATE, settle
 from bridge.partnero import Outcome, PartneroClient, Result
-from bridge.recorder import CallRecorder
+from bridge.recorder import CALL_BATCH, CallRecorder
 from bridge.signups import CUSTOMER
 from bridge.store.base import Attempt, Operation, OpStatus, Store, StoredCall, Transaction
 
 log = logging.getLogger("bridge.delivery")
 
 PURGE_INTERVAL_SECONDS = 3600.0
+# while webhooks are being answered: how long the recorder waits for a pause, and how much it then takes
+GIVE_WAY_SECONDS = 0.02
+BUSY_CALL_BATCH = 20
 LOOKUP_RETRY_PAUSES = (0.2, 0.5)
 
 
@@ -39,7 +42,11 @@ class Worker:
         self.clock = clock
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.recorder = CallRecorder(config, store, self.owner, clock)
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # something to deliver may be due: a slot freed, operations recorded
+        self._calls_arrived = asyncio.Event()
+        self._answering = 0  # webhooks being answered on this loop right now
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._inflight: set[asyncio.Task[None]] = set()
         self._clients: dict[str, PartneroClient] = {}
         self._limiters: dict[str, RateLimiter] = {}
@@ -74,6 +81,20 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+        self._calls_arrived.set()
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Held by the ingest handler while it answers a webhook: the recorder gives way to it (see
+        `_give_way`), so answering stays fast when webhooks arrive faster than the worker processes them."""
+        self._answering += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._answering -= 1
+            if not self._answering:
+                self._quiet.set()
 
     def program_states(self, now: float | None = None) -> list[ProgramState]:
         """Each Partnero program's flow-control state, for the operator."""
@@ -92,25 +113,60 @@ class Worker:
             await endpoint.adapter.aclose()
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Record and deliver side by side until `stopping`: a delivery slot that frees is refilled at
+        once instead of after the next round of recording, which left most of the slots idle while
+        a backlog was parsed."""
         if self.store.single_process:
             # this process owns the SQLite store (`hold_exclusive`): leases of a dead predecessor are void
             await self.store.run(lambda tx: tx.release_leases(None))
         reconciling = self._start_reconciler(stopping)
+        recording = asyncio.create_task(self._record_loop(stopping))
         while not stopping.is_set():
+            # cleared before the claim, so a wake-up during the claim is not lost
+            self._wake.clear()
             try:
-                busy = await self.step()
+                await self.purge_if_due()
+                busy = await self.start_due() > 0
             except Exception:
                 log.exception("worker step failed; retrying")
                 busy = False
             if not busy:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+        recording.cancel()
+        await asyncio.gather(recording, return_exceptions=True)
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self.config.delivery.timeout_seconds + 1)
         if reconciling is not None:
             reconciling.cancel()
             await asyncio.gather(reconciling, return_exceptions=True)
+
+    async def _record_loop(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self._calls_arrived.clear()
+            limit = await self._give_way()
+            try:
+                recorded = await self.recorder.process_received(limit)
+            except Exception:
+                log.exception("recording stored calls failed; retrying")
+                recorded = 0
+            if recorded:
+                self._wake.set()  # new operations may be due
+            if recorded < limit:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._calls_arrived.wait(), self.config.delivery.poll_interval_seconds)
+
+    async def _give_way(self) -> int:
+        """How many calls the next round may record. While webhooks are being answered the recorder waits
+        for a moment without any (at most `GIVE_WAY_SECONDS`) and then takes a small round: the webhook's
+        answer is what the provider waits for, the recording can wait, and a full round of parsing on
+        this loop is what held the answers up. The wait is bounded, so a steady stream of webhooks
+        slows the recording down but never stops it."""
+        if not self._answering:
+            return CALL_BATCH
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), GIVE_WAY_SECONDS)
+        return CALL_BATCH if not self._answering else BUSY_CALL_BATCH
 
     def _start_reconciler(self, stopping: asyncio.Event) -> asyncio.Task[None] | None:
         """Scheduled reconcile (`reconcile_every`) beside the delivery loop, for the endpoints that ask."""
@@ -177,9 +233,18 @@ class Worker:
         wait = self.config.signups.wait_seconds
         held = [scope for scope, breaker in self._breakers.items() if not breaker.closed]
         ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free, held, wait))
-        for op in ops:
-            program = self._breakers.get(op.scope)
-            self._spawn(self._deliver(op, program.ticket(now) if program else None))
+        starting = iter(ops)
+        try:
+            for op in starting:
+                program = self._breakers.get(op.scope)
+                self._spawn(self._deliver(op, program.ticket(now) if program else None))
+                # one start per pass of the event loop: building 64 requests in one pass held every
+                # webhook answer on this loop up behind them
+                await asyncio.sleep(0)
+        finally:
+            for op in starting:  # cancelled part-way: the claimed rest still starts (never left leased)
+                program = self._breakers.get(op.scope)
+                self._spawn(self._deliver(op, program.ticket(now) if program else None))
         return len(ops)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
