@@ -535,3 +535,31 @@ def test_a_new_sqlite_store_is_private_to_its_user(tmp_path: Path) -> None:
     assert mode(path.parent) == 0o700 and mode(path.parent.parent) == 0o700
     # a directory the operator made is theirs to set
     assert mode(shared) == 0o755
+
+
+def test_the_operators_searches_are_index_look_ups_on_sqlite(tmp_path: Path) -> None:
+    """At a million events a search that reads every event takes seconds (bench/bigstore.py); each way
+    `q` matches and the dead/pending filters must be answered from an index (migration 5)."""
+    import sqlite3
+
+    from bridge.store.base import EventFilter
+    from bridge.store.sql import SQLITE, SQLTransaction
+
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    SQLiteStore.migrate(conn)
+    tx = SQLTransaction(conn, SQLITE)
+    captured: list[tuple[str, Any]] = []
+    execute = tx._x
+
+    def capture(sql: str, params: Any = ()) -> Any:
+        captured.append((sql, params))
+        return execute(sql, params)
+
+    tx._x = capture  # type: ignore[method-assign]
+    for flt in (EventFilter(q="lemonsqueezy:order:102"), EventFilter(status="dead"), EventFilter(status="pending")):
+        captured.clear()
+        tx.list_events(flt)
+        [(sql, params)] = captured
+        plan = " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "SCAN e" not in plan and "SCAN events" not in plan, plan
+    conn.close()

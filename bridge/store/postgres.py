@@ -17,7 +17,14 @@ from typing import TypeVar
 from psycopg_pool import ConnectionPool
 
 from bridge.store.base import Transaction
-from bridge.store.migrations import CUSTOMER_MEMORY, pending, record
+from bridge.store.migrations import (
+    CUSTOMER_MEMORY,
+    POSTGRES_EVENT_EMAIL,
+    POSTGRES_KEY_TAIL,
+    SEARCH_INDEXES,
+    pending,
+    record,
+)
 from bridge.store.sql import POSTGRES, SQLTransaction
 
 T = TypeVar("T")
@@ -148,8 +155,10 @@ SELECT DISTINCT ON (scope, value) scope, 'email', value, customer_key, used_at, 
 """
 )
 
+V5_SEARCH_INDEXES = SEARCH_INDEXES.format(email=POSTGRES_EVENT_EMAIL, tail=POSTGRES_KEY_TAIL)
+
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY, V5_SEARCH_INDEXES)
 _MIGRATION_LOCK = 0x7062_6D69_6772  # advisory lock id: one migrating process at a time
 
 

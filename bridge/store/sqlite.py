@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.store.base import StoreInUse, Transaction
-from bridge.store.migrations import CUSTOMER_MEMORY, pending, record
+from bridge.store.migrations import (
+    CUSTOMER_MEMORY,
+    SEARCH_INDEXES,
+    SQLITE_EVENT_EMAIL,
+    SQLITE_KEY_TAIL,
+    pending,
+    record,
+)
 from bridge.store.sql import SQLITE, SQLTransaction
 
 T = TypeVar("T")
@@ -155,8 +162,10 @@ SELECT scope, 'email', value, customer_key, MIN(used_at), source, MIN(used_at) F
 """
 )
 
+V5_SEARCH_INDEXES = SEARCH_INDEXES.format(email=SQLITE_EVENT_EMAIL, tail=SQLITE_KEY_TAIL)
+
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY, V5_SEARCH_INDEXES)
 
 
 def path_from_url(url: str) -> str:
