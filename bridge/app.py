@@ -123,7 +123,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
                     query,
                     headers,
                     webhook.body,
-                )
+                ),
+                urgent=True,  # the provider waits on this answer; recording and delivery can wait
             )
         except Exception:
             log.exception("storing a call for %s failed", endpoint.name)
@@ -154,7 +155,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
             await store.run(
                 lambda tx: tx.insert_call(
                     SIGNUP_ENDPOINT, body_hash(body), received_at, "POST", "/signups", "", {}, body
-                )
+                ),
+                urgent=True,
             )
         except Exception:
             log.exception("storing a sign-up failed")

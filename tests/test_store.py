@@ -563,3 +563,36 @@ def test_the_operators_searches_are_index_look_ups_on_sqlite(tmp_path: Path) -> 
         plan = " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
         assert "SCAN e" not in plan and "SCAN events" not in plan, plan
     conn.close()
+
+
+def test_urgent_work_goes_ahead_of_the_queued_rest_on_sqlite(tmp_path: Path) -> None:
+    """A webhook's insert (`urgent=True`) must not wait behind a long queue of recording work."""
+    import threading
+
+    store = SQLiteStore(str(tmp_path / "u.db"))
+    gate = threading.Event()
+    ran: list[str] = []
+
+    def blocked(tx: Transaction) -> None:
+        gate.wait(timeout=10)
+
+    def piece(name: str) -> Callable[[Transaction], None]:
+        return lambda tx: ran.append(name)
+
+    async def scenario() -> None:
+        await store.open()
+        try:
+            holding = asyncio.create_task(store.run(blocked))
+            await asyncio.sleep(0.05)  # the writer is inside `blocked`: the rest queues behind it
+            queued = asyncio.create_task(store.run_each([piece(f"queued-{n}") for n in range(50)]))
+            await asyncio.sleep(0)
+            urgent = asyncio.create_task(store.run(piece("urgent"), urgent=True))
+            await asyncio.sleep(0.05)
+            gate.set()
+            await asyncio.wait_for(asyncio.gather(holding, queued, urgent), timeout=10)
+        finally:
+            gate.set()
+            await store.close()
+
+    run(scenario())
+    assert ran[0] == "urgent" and ran[1:] == [f"queued-{n}" for n in range(50)]
