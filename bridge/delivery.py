@@ -28,8 +28,10 @@ log = logging.getLogger("bridge.delivery")
 
 PURGE_INTERVAL_SECONDS = 3600.0
 # while webhooks are being answered: how long the recorder waits for a pause, and how much it then takes
-GIVE_WAY_SECONDS = 0.02
-BUSY_CALL_BATCH = 20
+GIVE_WAY_SECONDS = 0.05
+BUSY_CALL_BATCH = 10
+# webhooks count as arriving while one was answered this recently: between two of a stream there is no pause
+QUIET_SECONDS = 0.01
 LOOKUP_RETRY_PAUSES = (0.2, 0.5)
 
 
@@ -45,8 +47,7 @@ class Worker:
         self._wake = asyncio.Event()  # something to deliver may be due: a slot freed, operations recorded
         self._calls_arrived = asyncio.Event()
         self._answering = 0  # webhooks being answered on this loop right now
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+        self._last_answered = 0.0  # time.monotonic() when the last one was answered
         self._inflight: set[asyncio.Task[None]] = set()
         self._clients: dict[str, PartneroClient] = {}
         self._limiters: dict[str, RateLimiter] = {}
@@ -88,13 +89,11 @@ class Worker:
         """Held by the ingest handler while it answers a webhook: the recorder gives way to it (see
         `_give_way`), so answering stays fast when webhooks arrive faster than the worker processes them."""
         self._answering += 1
-        self._quiet.clear()
         try:
             yield
         finally:
             self._answering -= 1
-            if not self._answering:
-                self._quiet.set()
+            self._last_answered = time.monotonic()
 
     def program_states(self, now: float | None = None) -> list[ProgramState]:
         """Each Partnero program's flow-control state, for the operator."""
@@ -157,16 +156,18 @@ class Worker:
                     await asyncio.wait_for(self._calls_arrived.wait(), self.config.delivery.poll_interval_seconds)
 
     async def _give_way(self) -> int:
-        """How many calls the next round may record. While webhooks are being answered the recorder waits
-        for a moment without any (at most `GIVE_WAY_SECONDS`) and then takes a small round: the webhook's
-        answer is what the provider waits for, the recording can wait, and a full round of parsing on
-        this loop is what held the answers up. The wait is bounded, so a steady stream of webhooks
-        slows the recording down but never stops it."""
-        if not self._answering:
+        """How many calls the next round may record. While webhooks are arriving the recorder first waits
+        `GIVE_WAY_SECONDS` and then takes a small round: the webhook's answer is what the provider waits
+        for, the recording can wait, and full rounds of parsing on this loop (and in the store) are what
+        held the answers up. The wait is bounded, so a stream of webhooks that never pauses slows the
+        recording down (to about `BUSY_CALL_BATCH` per `GIVE_WAY_SECONDS`) but never stops it."""
+        if not self._arriving():
             return CALL_BATCH
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._quiet.wait(), GIVE_WAY_SECONDS)
-        return CALL_BATCH if not self._answering else BUSY_CALL_BATCH
+        await asyncio.sleep(GIVE_WAY_SECONDS)
+        return BUSY_CALL_BATCH if self._arriving() else CALL_BATCH
+
+    def _arriving(self) -> bool:
+        return bool(self._answering) or time.monotonic() - self._last_answered < QUIET_SECONDS
 
     def _start_reconciler(self, stopping: asyncio.Event) -> asyncio.Task[None] | None:
         """Scheduled reconcile (`reconcile_every`) beside the delivery loop, for the endpoints that ask."""
