@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from bridge import __version__
@@ -363,7 +363,7 @@ def serve_command(path: str, host: str | None, port: int | None, log_level: str,
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            run_long(
+            asyncio.run(
                 serve(config, host or config.server.host, port if port is not None else config.server.port, with_worker)
             )
     except StoreInUse as exc:
@@ -385,20 +385,8 @@ def worker_command(path: str, log_level: str) -> int:
         )
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        run_long(run_worker(config))
+        asyncio.run(run_worker(config))
     return 0
-
-
-def run_long(main: Coroutine[Any, Any, None]) -> None:
-    """Run a long-lived command (`serve`, `worker`) on uvloop when it is installed (uvicorn[standard] brings
-    it on Linux and macOS): its C transports and loop took a third less CPU per webhook than asyncio's
-    pure-Python selector loop, which `asyncio.run` gives."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 async def run_worker(config: Config) -> None:
