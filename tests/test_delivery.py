@@ -595,32 +595,3 @@ def test_the_worker_records_and_delivers_while_webhooks_never_stop(make: Any, pa
 
     assert h.run(scenario()) == 30
     assert {e.status for e in h.events()} == {"delivered"}
-
-
-def test_operations_claimed_in_a_round_all_start_even_if_the_round_is_cancelled(
-    make: Any, partnero: PartneroServer
-) -> None:
-    """A round starts its deliveries one per pass of the event loop; cancelled part-way, it still starts
-    the ones it claimed rather than leaving them leased until the lease runs out."""
-    h = make()
-    h.receive(*({"key": f"t:start{i}"} for i in range(4)))
-    h.run(h.worker.process_received())
-    spawn = h.worker._spawn
-
-    async def scenario() -> None:
-        round_task: asyncio.Task[int] | None = None
-
-        def spawn_then_cancel(work: Any) -> None:
-            spawn(work)
-            assert round_task is not None
-            round_task.cancel()  # lands at the round's next await, after its first start
-
-        h.worker._spawn = spawn_then_cancel
-        round_task = asyncio.create_task(h.worker.start_due())
-        with contextlib.suppress(asyncio.CancelledError):
-            await round_task
-        h.worker._spawn = spawn
-        await asyncio.wait_for(asyncio.gather(*h.worker._inflight), timeout=10)
-
-    h.run(scenario())
-    assert sorted(t.key for t in partnero.live_transactions()) == [f"t:start{i}" for i in range(4)]
