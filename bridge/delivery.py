@@ -27,7 +27,7 @@ from bridge.store.base import Attempt, Operation, OpStatus, Store, StoredCall, T
 log = logging.getLogger("bridge.delivery")
 
 PURGE_INTERVAL_SECONDS = 3600.0
-# while webhooks are being answered: how long the recorder waits for a pause, and how much it then takes
+# while webhooks keep arriving: how long the recorder waits before each round, and how much it then takes
 GIVE_WAY_SECONDS = 0.05
 BUSY_CALL_BATCH = 10
 # webhooks count as arriving while one was answered this recently: between two of a stream there is no pause
@@ -112,9 +112,9 @@ class Worker:
             await endpoint.adapter.aclose()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Record and deliver until `stopping`. On SQLite side by side: a delivery slot that frees is
-        refilled at once instead of after the next round of recording, which left most of the slots idle
-        while a backlog was parsed (drain x1.3-1.7 measured)."""
+        """Record and deliver until `stopping`. On SQLite side by side, so a delivery slot that frees is
+        refilled at once rather than after the next round of recording, and the recorder can give way to
+        webhooks being answered without holding deliveries back."""
         if self.store.single_process:
             # this process owns the SQLite store (`hold_exclusive`): leases of a dead predecessor are void
             await self.store.run(lambda tx: tx.release_leases(None))
@@ -132,10 +132,10 @@ class Worker:
     async def _run_in_rounds(self, stopping: asyncio.Event) -> None:
         """PostgreSQL: one round (record, then start what is due) after the other. Recording and delivering
         side by side made the slow scale-out test (tests/test_scaleout.py, three processes, a 3 s lease)
-        post a payment twice: with more requests in flight, one that timed out in the bridge reached the
-        overloaded stand-in after its lease had passed and another process had looked the key up and
-        posted. The hazard is the lease's (a request must never outlive it), not the loops'; until a
-        delivery refuses to start what its lease cannot cover, PostgreSQL keeps rounds."""
+        post a payment twice (one look-up, then two POSTs of the key within a millisecond). That test fails
+        now and then with rounds too (docs/performance.md); suspected: a request reaching the overloaded
+        stand-in after its lease had passed, racing another process's look-up, which more requests in
+        flight make likelier. Until that is understood, PostgreSQL keeps rounds."""
         while not stopping.is_set():
             try:
                 busy = await self.step()
