@@ -378,8 +378,11 @@ def _count(store: str, query: str) -> int:
         return int(pg.execute(query).fetchone()[0])  # type: ignore[index]
 
 
-def profile(procs: Processes, where: Path | None, name: str, pid: int, seconds: int) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling the bridge for `seconds` into `<where>/<name>.txt` (collapsed stacks), if asked."""
+def profile(
+    procs: Processes, where: Path | None, name: str, pid: int, seconds: int, gil: bool = False
+) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the bridge for `seconds` into `<where>/<name>.txt` (collapsed stacks), if asked;
+    with `gil`, only the thread holding the GIL is sampled: where the Python CPU of the process goes."""
     if where is None:
         return None
     where.mkdir(parents=True, exist_ok=True)
@@ -398,6 +401,7 @@ def profile(procs: Processes, where: Path | None, name: str, pid: int, seconds: 
             "--format",
             "raw",
             "--nonblocking",
+            *(["--gil"] if gil else []),
             "--output",
             str(where / f"{name}.txt"),
         ],
@@ -431,7 +435,15 @@ class BridgeRun:
     exactly_once: str
     rss_mb: float
     peak_rss_mb: float
+    cpu_load: float  # CPU seconds of the bridge per second of the wrk run (1.0 = one core)
+    cpu_drain: float
     notes: list[str] = field(default_factory=list)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drain(store: str, standin: StandIn, timeout: float) -> tuple[float, float, bool, int]:
@@ -469,13 +481,17 @@ def measure_bridge(
         store = f"sqlite:///{workdir / 'bridge.db'}"
     proc, url = start_bridge(procs, workdir, store, standin)
     try:
-        profiler = profile(procs, args.profile, f"{store_name}-ingest", proc.pid, args.seconds)
+        profiler = profile(procs, args.profile, f"{store_name}-ingest", proc.pid, args.seconds, args.profile_gil)
+        cpu_started, wall_started = cpu_seconds(proc.pid), time.perf_counter()
         load = run_wrk(procs, wrk, url, requests_file, args.seconds, args.connections)
+        cpu_load = (cpu_seconds(proc.pid) - cpu_started) / (time.perf_counter() - wall_started)
         _, _, delivered_during_load = backlog(store)
         stored = stored_calls(store)
         wait_profile(procs, profiler)
-        profiler = profile(procs, args.profile, f"{store_name}-drain", proc.pid, 15)
+        profiler = profile(procs, args.profile, f"{store_name}-drain", proc.pid, 15, args.profile_gil)
+        cpu_started = cpu_seconds(proc.pid)
         rate, seconds, finished, _ = drain(store, standin, args.drain_timeout)
+        cpu_drain = (cpu_seconds(proc.pid) - cpu_started) / seconds
         wait_profile(procs, profiler)
         counted = standin.count()
         sales = stored_sales(store)
@@ -487,7 +503,19 @@ def measure_bridge(
         rss, peak = rss_mb(proc.pid)
         fixed = run_fixed_rate(url, fixed_bodies, args.rate, args.connections)
         run = BridgeRun(
-            store_name, load, fixed, delivered_during_load, stored, rate, seconds, finished, exactly_once, rss, peak
+            store_name,
+            load,
+            fixed,
+            delivered_during_load,
+            stored,
+            rate,
+            seconds,
+            finished,
+            exactly_once,
+            rss,
+            peak,
+            cpu_load,
+            cpu_drain,
         )
         if load.requests > args.bodies:
             run.notes.append(
@@ -545,14 +573,16 @@ def report(
         )
     lines += [
         "",
-        "| bridge | calls stored in the load | delivered in it | drain tx/s | drain s | exactly once | RSS (peak) |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        "| bridge | calls stored in the load | delivered in it | drain tx/s | drain s | exactly once | RSS (peak) "
+        "| CPU in the load | CPU in the drain |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for b in bridges:
         drained = f"{b.drain_seconds:.1f}" + ("" if b.drained else " (timed out)")
         lines.append(
             f"| {b.store_name} | {b.stored_after_load:,} | {b.delivered_during_load:,} | {b.drain_per_s:,.0f} "
-            f"| {drained} | {b.exactly_once} | {b.rss_mb:.0f} MB ({b.peak_rss_mb:.0f} MB) |"
+            f"| {drained} | {b.exactly_once} | {b.rss_mb:.0f} MB ({b.peak_rss_mb:.0f} MB) "
+            f"| {b.cpu_load:.2f} cores | {b.cpu_drain:.2f} cores |"
         )
     sqlite_run = bridges[0]
     ratio = sqlite_run.wrk.requests_per_s / bare.requests_per_s
@@ -604,6 +634,7 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=180.0)
     parser.add_argument("--postgres", action="store_true", help="also measure the bridge on PostgreSQL")
     parser.add_argument("--profile", type=Path, help="py-spy the bridge during ingest and drain into this folder")
+    parser.add_argument("--profile-gil", action="store_true", help="with --profile: sample only the GIL holder")
     args = parser.parse_args()
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp_dir:

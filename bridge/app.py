@@ -72,6 +72,13 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
         endpoint = config.endpoints.get(name)
         if endpoint is None:
             return _answer(404, "unknown endpoint", name, started)
+        if worker is None:
+            return await _ingest(request, endpoint, started)
+        with worker.answering():
+            return await _ingest(request, endpoint, started)
+
+    async def _ingest(request: Request, endpoint: Endpoint, started: float) -> Response:
+        name = endpoint.name
         try:
             body = await read_body(request, config.server.max_body_bytes)
         except BodyTooLarge:
@@ -116,7 +123,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
                     query,
                     headers,
                     webhook.body,
-                )
+                ),
+                urgent=True,  # the provider waits on this answer; recording and delivery can wait
             )
         except Exception:
             log.exception("storing a call for %s failed", endpoint.name)
@@ -147,7 +155,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
             await store.run(
                 lambda tx: tx.insert_call(
                     SIGNUP_ENDPOINT, body_hash(body), received_at, "POST", "/signups", "", {}, body
-                )
+                ),
+                urgent=True,
             )
         except Exception:
             log.exception("storing a sign-up failed")

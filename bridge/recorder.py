@@ -42,11 +42,11 @@ class CallRecorder:
     async def aclose(self) -> None:
         await self.codes.aclose()
 
-    async def process_received(self) -> int:
-        """Claim a batch of received calls and record them; returns how many were claimed."""
+    async def process_received(self, limit: int = CALL_BATCH) -> int:
+        """Claim up to `limit` received calls and record them; returns how many were claimed."""
         now = self.clock()
         lease_until = now + self.config.delivery.lease
-        calls = await self.store.run(lambda tx: tx.claim_calls(self.owner, now, lease_until, CALL_BATCH))
+        calls = await self.store.run(lambda tx: tx.claim_calls(self.owner, now, lease_until, limit))
         finished: set[int] = set()
         try:
             await self.record_calls(calls, finished)

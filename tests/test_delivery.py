@@ -572,3 +572,26 @@ def test_the_soak_would_catch_a_worker_sending_one_key_twice_at_once(make: Any, 
 
     h.run(a_worker_that_overlaps())
     assert [r.transaction_key for r in in_flight_overlaps(partnero)] == ["t:twice"]
+
+
+def test_the_worker_records_and_delivers_while_webhooks_never_stop(make: Any, partnero: PartneroServer) -> None:
+    """`run` records and delivers side by side; the recorder gives way to webhooks being answered, but
+    only for a bounded moment: a stream of webhooks that never pauses slows it down, never stops it."""
+    h = make()
+    h.receive(*({"key": f"t:busy{i}"} for i in range(5)))
+    h.receive(*({"key": f"t:busy{i}"} for i in range(5, 30)))
+
+    async def scenario() -> int:
+        stopping = asyncio.Event()
+        with h.worker.answering():  # a webhook is being answered for the whole run
+            running = asyncio.create_task(h.worker.run(stopping))
+            deadline = time.monotonic() + 20
+            while len(partnero.live_transactions()) < 30 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            stopping.set()
+            h.worker.wake()
+            await asyncio.wait_for(running, timeout=10)
+        return len(partnero.live_transactions())
+
+    assert h.run(scenario()) == 30
+    assert {e.status for e in h.events()} == {"delivered"}

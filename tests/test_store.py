@@ -130,6 +130,44 @@ def test_run_each_keeps_order_and_rolls_back_only_the_piece_that_fails(engine: S
     run(_with_store(engine, body))
 
 
+def test_a_caller_that_stops_waiting_leaves_its_batch_neighbours_answered(tmp_path: Path) -> None:
+    """The writer answers a whole batch in one pass of the event loop; a waiter that was cancelled (the
+    client hung up) must not keep the pieces after it in that batch from being answered."""
+    import threading
+
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    gate = threading.Event()
+
+    def blocked(tx: Transaction) -> bool:
+        gate.wait(timeout=10)
+        return tx.ping()
+
+    def insert(delivery: str) -> Callable[[Transaction], tuple[int, bool]]:
+        return lambda tx: tx.insert_call("a", delivery, time.time(), "POST", "/", "", {}, b"{}")
+
+    async def scenario() -> list[Any]:
+        await store.open()
+        try:
+            holding = asyncio.create_task(store.run(blocked))
+            await asyncio.sleep(0.05)  # the writer is inside `blocked`: the next three queue as one batch
+            first = asyncio.create_task(store.run(insert("d1")))
+            hung_up = asyncio.create_task(store.run(insert("d2")))
+            last = asyncio.create_task(store.run(insert("d3")))
+            await asyncio.sleep(0.05)
+            hung_up.cancel()
+            gate.set()
+            answers = await asyncio.wait_for(asyncio.gather(holding, first, last), timeout=10)
+            stored = await store.run(lambda tx: tx.insert_call("a", "d2", 0.0, "POST", "/", "", {}, b"{}"))
+            return [*answers, stored]
+        finally:
+            gate.set()
+            await store.close()
+
+    holding, first, last, stored = run(scenario())
+    assert holding is True and first[1] and last[1]
+    assert stored[1] is False  # the cancelled caller's insert was committed all the same
+
+
 def test_calls_keep_bytes_and_status(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         raw = b'{"a": 1.10}\n\xff'
@@ -497,3 +535,64 @@ def test_a_new_sqlite_store_is_private_to_its_user(tmp_path: Path) -> None:
     assert mode(path.parent) == 0o700 and mode(path.parent.parent) == 0o700
     # a directory the operator made is theirs to set
     assert mode(shared) == 0o755
+
+
+def test_the_operators_searches_are_index_look_ups_on_sqlite(tmp_path: Path) -> None:
+    """At a million events a search that reads every event takes seconds (bench/bigstore.py); each way
+    `q` matches and the dead/pending filters must be answered from an index (migration 5)."""
+    import sqlite3
+
+    from bridge.store.base import EventFilter
+    from bridge.store.sql import SQLITE, SQLTransaction
+
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    SQLiteStore.migrate(conn)
+    tx = SQLTransaction(conn, SQLITE)
+    captured: list[tuple[str, Any]] = []
+    execute = tx._x
+
+    def capture(sql: str, params: Any = ()) -> Any:
+        captured.append((sql, params))
+        return execute(sql, params)
+
+    tx._x = capture  # type: ignore[method-assign]
+    for flt in (EventFilter(q="lemonsqueezy:order:102"), EventFilter(status="dead"), EventFilter(status="pending")):
+        captured.clear()
+        tx.list_events(flt)
+        [(sql, params)] = captured
+        plan = " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "SCAN e" not in plan and "SCAN events" not in plan, plan
+    conn.close()
+
+
+def test_urgent_work_goes_ahead_of_the_queued_rest_on_sqlite(tmp_path: Path) -> None:
+    """A webhook's insert (`urgent=True`) must not wait behind a long queue of recording work."""
+    import threading
+
+    store = SQLiteStore(str(tmp_path / "u.db"))
+    gate = threading.Event()
+    ran: list[str] = []
+
+    def blocked(tx: Transaction) -> None:
+        gate.wait(timeout=10)
+
+    def piece(name: str) -> Callable[[Transaction], None]:
+        return lambda tx: ran.append(name)
+
+    async def scenario() -> None:
+        await store.open()
+        try:
+            holding = asyncio.create_task(store.run(blocked))
+            await asyncio.sleep(0.05)  # the writer is inside `blocked`: the rest queues behind it
+            queued = asyncio.create_task(store.run_each([piece(f"queued-{n}") for n in range(50)]))
+            await asyncio.sleep(0)
+            urgent = asyncio.create_task(store.run(piece("urgent"), urgent=True))
+            await asyncio.sleep(0.05)
+            gate.set()
+            await asyncio.wait_for(asyncio.gather(holding, queued, urgent), timeout=10)
+        finally:
+            gate.set()
+            await store.close()
+
+    run(scenario())
+    assert ran[0] == "urgent" and ran[1:] == [f"queued-{n}" for n in range(50)]

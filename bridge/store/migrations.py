@@ -27,6 +27,26 @@ ALTER TABLE events ADD COLUMN warning TEXT;
 """
 
 
+# migration 5 of both engines: indexes for the operator's searches (`events`, the console) on a store of
+# millions of events. The expressions are indexed as written here and the queries use these same strings
+# (bridge/store/sql.py's dialects), so the engine matches them to the index.
+SQLITE_EVENT_EMAIL = "lower(COALESCE(json_extract(data, '$.customer.email'), json_extract(data, '$.email')))"
+POSTGRES_EVENT_EMAIL = "lower(COALESCE((data::json #>> '{customer,email}'), (data::json #>> '{email}')))"
+# the part of a transaction key after its last `:` (the provider's payment id)
+SQLITE_KEY_TAIL = "substr(transaction_key, length(rtrim(transaction_key, replace(transaction_key, ':', ''))) + 1)"
+POSTGRES_KEY_TAIL = "substring(transaction_key from '[^:]*$')"
+SEARCH_INDEXES = """
+CREATE INDEX IF NOT EXISTS events_transaction_key ON events (transaction_key);
+CREATE INDEX IF NOT EXISTS events_customer_key ON events (customer_key);
+CREATE INDEX IF NOT EXISTS events_status ON events (status);
+CREATE INDEX IF NOT EXISTS events_call ON events (call_id);
+CREATE INDEX IF NOT EXISTS calls_delivery_id ON calls (delivery_id);
+CREATE INDEX IF NOT EXISTS operations_status_event ON operations (status, event_id);
+CREATE INDEX IF NOT EXISTS events_email ON events (({email}));
+CREATE INDEX IF NOT EXISTS events_key_tail ON events (({tail}))
+"""
+
+
 class MigrationError(Exception):
     """The store is at a version this bridge does not know (a newer bridge wrote it)."""
 

@@ -22,6 +22,7 @@ from bridge.store.base import (
     CustomerState,
     DayRow,
     EventFilter,
+    EventStatus,
     EventView,
     NewEvent,
     NewOperation,
@@ -35,6 +36,7 @@ from bridge.store.base import (
     UnstorableText,
     storable,
 )
+from bridge.store.migrations import POSTGRES_EVENT_EMAIL, POSTGRES_KEY_TAIL, SQLITE_EVENT_EMAIL, SQLITE_KEY_TAIL
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class Dialect:
     json_text: Callable[[str, tuple[str, ...]], str] = field(
         default=lambda column, path: f"json_extract({column}, '$.{'.'.join(path)}')"
     )
+    # indexed expressions of `events` (migration 5), written exactly as indexed so the engine uses the index
+    event_email: str = SQLITE_EVENT_EMAIL
+    key_tail: str = SQLITE_KEY_TAIL
 
 
 @lru_cache(maxsize=512)
@@ -65,6 +70,8 @@ POSTGRES = Dialect(
     key_lock="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
     convert=_psycopg_params,
     json_text=lambda column, path: f"({column}::json #>> '{{{','.join(path)}}}')",
+    event_email=POSTGRES_EVENT_EMAIL,
+    key_tail=POSTGRES_KEY_TAIL,
 )
 
 
@@ -502,11 +509,26 @@ class SQLTransaction:
             where.append("created_at < ?")
             params.append(flt.until)
         if flt.q:
+            # each way of matching is its own indexed look-up (migration 5): an OR across the view's columns
+            # read every event. A provider payment id is the key's last part: the indexed tail narrows,
+            # the LIKE keeps the exact meaning (the key ends with `:q`) when q itself holds a colon.
             where.append(
-                "(transaction_key = ? OR customer_key = ? OR transaction_key LIKE ? ESCAPE '!'"
-                " OR lower(email) = lower(?) OR call_id IN (SELECT id FROM calls WHERE delivery_id = ?))"
+                "id IN (SELECT id FROM events WHERE transaction_key = ?"
+                " UNION ALL SELECT id FROM events WHERE customer_key = ?"
+                f" UNION ALL SELECT id FROM events WHERE {self.dialect.key_tail} = ?"
+                " AND transaction_key LIKE ? ESCAPE '!'"
+                f" UNION ALL SELECT id FROM events WHERE {self.dialect.event_email} = lower(?)"
+                " UNION ALL SELECT e.id FROM calls c JOIN events e ON e.call_id = c.id WHERE c.delivery_id = ?)"
             )
-            params += [flt.q, flt.q, "%:" + _like_literal(flt.q), flt.q, flt.q]
+            params += [flt.q, flt.q, flt.q.rsplit(":", 1)[-1], "%:" + _like_literal(flt.q), flt.q, flt.q]
+        if flt.status in ("dead", "pending"):
+            # only an event's operations make it dead or pending (its own status never is): for the statuses
+            # an operator looks for, few among millions, the events are found from the operations' index
+            where.append("id IN (SELECT event_id FROM operations WHERE status = ? AND event_id IS NOT NULL)")
+            params.append(flt.status)
+        elif flt.status in (EventStatus.DUPLICATE, EventStatus.IGNORED):
+            where.append("id IN (SELECT id FROM events WHERE status = ?)")  # the event's own status alone
+            params.append(flt.status)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = self._x(
             f"SELECT * FROM ({self._event_view()}) AS v {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
@@ -581,20 +603,17 @@ class SQLTransaction:
         return counts
 
     def queue_stats(self) -> QueueStats:
-        ops = self._x(
-            "SELECT SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END),"
-            " MIN(CASE WHEN status = 'pending' THEN created_at END),"
-            " SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END) FROM operations"
+        # each figure from the status indexes: sums over every row read the whole table at millions of rows
+        pending, oldest_op = self._x(
+            "SELECT COUNT(*), MIN(created_at) FROM operations WHERE status = 'pending'"
         ).fetchone()
-        calls = self._x(
-            "SELECT SUM(CASE WHEN status = 'received' THEN 1 ELSE 0 END),"
-            " MIN(CASE WHEN status = 'received' THEN received_at END),"
-            " SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) FROM calls"
+        dead = self._x("SELECT COUNT(*) FROM operations WHERE status = 'dead'").fetchone()[0]
+        received, oldest_call = self._x(
+            "SELECT COUNT(*), MIN(received_at) FROM calls WHERE status = 'received'"
         ).fetchone()
-        oldest = [float(t) for t in (ops[1], calls[1]) if t is not None]  # unix seconds
-        return QueueStats(
-            int(ops[0] or 0), int(calls[0] or 0), min(oldest, default=None), int(ops[2] or 0), int(calls[2] or 0)
-        )
+        failed = self._x("SELECT COUNT(*) FROM calls WHERE status = 'failed'").fetchone()[0]
+        oldest = [float(t) for t in (oldest_op, oldest_call) if t is not None]  # unix seconds
+        return QueueStats(int(pending), int(received), min(oldest, default=None), int(dead), int(failed))
 
     def day_rows(self, since: float) -> list[DayRow]:
         amount = self.dialect.json_text("e.data", ("amount",))
@@ -602,7 +621,7 @@ class SQLTransaction:
         rows = self._x(
             f"SELECT v.created_at, v.endpoint, v.kind, v.status, {amount}, {currency}"
             f" FROM ({self._event_view()}) AS v JOIN events e ON e.id = v.id"
-            " WHERE v.created_at >= ? AND v.kind IN ('sale', 'refund', 'dispute') ORDER BY v.id",
+            " WHERE v.created_at >= ? AND v.kind IN ('sale', 'refund', 'dispute') ORDER BY v.created_at, v.id",
             (since,),
         ).fetchall()
         return [DayRow(float(r[0]), r[1], r[2], r[3], None if r[4] is None else str(r[4]), r[5]) for r in rows]

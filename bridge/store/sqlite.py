@@ -10,18 +10,28 @@ PostgreSQL engine.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import fcntl
 import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.store.base import StoreInUse, Transaction
-from bridge.store.migrations import CUSTOMER_MEMORY, pending, record
+from bridge.store.migrations import (
+    CUSTOMER_MEMORY,
+    SEARCH_INDEXES,
+    SQLITE_EVENT_EMAIL,
+    SQLITE_KEY_TAIL,
+    pending,
+    record,
+)
 from bridge.store.sql import SQLITE, SQLTransaction
 
 T = TypeVar("T")
@@ -154,8 +164,10 @@ SELECT scope, 'email', value, customer_key, MIN(used_at), source, MIN(used_at) F
 """
 )
 
+V5_SEARCH_INDEXES = SEARCH_INDEXES.format(email=SQLITE_EVENT_EMAIL, tail=SQLITE_KEY_TAIL)
+
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY, V5_SEARCH_INDEXES)
 
 
 def path_from_url(url: str) -> str:
@@ -194,7 +206,11 @@ class SQLiteStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[tuple[Callable[[Transaction], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Callable[[Transaction], Any], _Waiter] | object | None] = (
+            queue.SimpleQueue()
+        )
+        # work that must not wait behind the queue (`run(urgent=True)`: a webhook's insert)
+        self._urgent: collections.deque[tuple[Callable[[Transaction], Any], _Waiter]] = collections.deque()
         self._thread: threading.Thread | None = None
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
@@ -247,25 +263,31 @@ class SQLiteStore:
         except Exception:
             return False
 
-    async def run(self, work: Callable[[Transaction], T]) -> T:
+    async def run(self, work: Callable[[Transaction], T], *, urgent: bool = False) -> T:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("store is not open")
-        future: Future[T] = Future()
-        self._queue.put((work, future))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if urgent:
+            self._urgent.append((work, (loop, future)))
+            self._queue.put(_URGENT)  # wakes the writer if it waits
+        else:
+            self._queue.put((work, (loop, future)))
+        return await future
 
     async def run_each(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("store is not open")
+        loop = asyncio.get_running_loop()
         # queued back to back, so the writer takes them in order into as few commits as it can
-        futures: list[Future[T]] = []
+        futures: list[asyncio.Future[T]] = []
         for work in works:
-            futures.append(Future())
-            self._queue.put((work, futures[-1]))
+            futures.append(loop.create_future())
+            self._queue.put((work, (loop, futures[-1])))
         results: list[T | Exception] = []
         for future in futures:
             try:
-                value: T = await asyncio.wrap_future(future)
+                value: T = await future
             except Exception as exc:
                 results.append(exc)
             else:
@@ -328,10 +350,11 @@ class SQLiteStore:
         stop = False
         while not stop:
             first = self._queue.get()
-            batch = []
             if first is None:
                 break
-            batch.append(first)
+            batch: collections.deque[tuple[Callable[[Transaction], Any], _Waiter]] = collections.deque()
+            if isinstance(first, tuple):
+                batch.append(first)
             while True:
                 try:
                     item = self._queue.get_nowait()
@@ -340,41 +363,98 @@ class SQLiteStore:
                 if item is None:
                     stop = True
                     break
-                batch.append(item)
+                if isinstance(item, tuple):  # not the wake-up of urgent work
+                    batch.append(item)
             self._run_batch(conn, tx, batch)
         conn.close()
 
-    @staticmethod
     def _run_batch(
+        self,
         conn: sqlite3.Connection,
         tx: SQLTransaction,
-        batch: list[tuple[Callable[[Transaction], Any], Future[Any]]],
+        batch: collections.deque[tuple[Callable[[Transaction], Any], _Waiter]],
     ) -> None:
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        """Run `batch` under as few commits as urgent work allows. Each commit takes the urgent work waiting
+        (a webhook's insert) first, then the batch's pieces in order — all of them, unless urgent work is
+        waiting again after `URGENT_AFTER_SECONDS`: then it commits after the piece it is on and the urgent
+        work goes next, so an insert never waits behind a long round of recording. Every commit takes at
+        least one piece of the batch, so a stream of webhooks never stops the rest."""
+        while batch or self._urgent:
+            done: list[_Waiter] = []
+            results: list[tuple[_Waiter, Any, BaseException | None]] = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                while self._urgent:
+                    self._run_piece(conn, tx, self._urgent.popleft(), done, results)
+                started = time.monotonic()
+                while batch:
+                    self._run_piece(conn, tx, batch.popleft(), done, results)
+                    if self._urgent and time.monotonic() - started > URGENT_AFTER_SECONDS:
+                        break
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # the commit itself failed: nothing in this batch is durable, so nobody may be told it is
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                _resolve([(waiter, None, exc) for waiter in done])
+                continue
+            _resolve(results)
+
+    @staticmethod
+    def _run_piece(
+        conn: sqlite3.Connection,
+        tx: SQLTransaction,
+        item: tuple[Callable[[Transaction], Any], _Waiter],
+        done: list[_Waiter],
+        results: list[tuple[_Waiter, Any, BaseException | None]],
+    ) -> None:
+        work, waiter = item
+        done.append(waiter)
+        conn.execute("SAVEPOINT work")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for work, future in batch:
-                conn.execute("SAVEPOINT work")
-                try:
-                    value = work(tx)
-                except BaseException as exc:
-                    conn.execute("ROLLBACK TO work")
-                    conn.execute("RELEASE work")
-                    results.append((future, None, exc))
-                else:
-                    conn.execute("RELEASE work")
-                    results.append((future, value, None))
-            conn.execute("COMMIT")
+            value = work(tx)
         except BaseException as exc:
-            # the commit itself failed: nothing in this batch is durable, so nobody may be told it is
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for future, value, error in results:
+            conn.execute("ROLLBACK TO work")
+            conn.execute("RELEASE work")
+            results.append((waiter, None, exc))
+        else:
+            conn.execute("RELEASE work")
+            results.append((waiter, value, None))
+
+
+# with urgent work waiting, a commit of queued work ends after the piece running past this
+URGENT_AFTER_SECONDS = 0.002
+_URGENT = object()  # put in the queue to wake the writer for urgent work
+
+
+# who waits for a piece of work: an event loop's future, or a thread's (`run_sync`)
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"] | Future[Any]
+
+
+def _resolve(results: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
+    """Hand every outcome of a batch to its waiter, waking each event loop once per batch rather than once
+    per piece of work: under load a wake-up per request (a write to the loop's self-pipe and a pass of
+    the loop) cost more than the insert it reported."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for waiter, value, error in results:
+        if isinstance(waiter, Future):
             if error is not None:
-                future.set_exception(error)
+                waiter.set_exception(error)
             else:
-                future.set_result(value)
+                waiter.set_result(value)
+        else:
+            loop, future = waiter
+            by_loop.setdefault(loop, []).append((future, value, error))
+    for loop, outcomes in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left waiting
+            loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in outcomes:
+        if future.cancelled():
+            continue  # the caller stopped waiting (a client hung up); the work itself is done or undone
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
