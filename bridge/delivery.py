@@ -33,6 +33,15 @@ BUSY_CALL_BATCH = 10
 # webhooks count as arriving while one was answered this recently: between two of a stream there is no pause
 QUIET_SECONDS = 0.01
 LOOKUP_RETRY_PAUSES = (0.2, 0.5)
+# A request may only start while its operation's lease outlasts it by this much: a look-up, a rate-limit
+# wait or a stalled loop can use up the lease before the POST, and another process that then claims the
+# operation finds nothing at Partnero and posts the same key (Partnero does not de-duplicate). The
+# margin covers the loop's own lag and a Partnero that commits just after the client stopped waiting.
+LEASE_MARGIN_SECONDS = 1.0
+
+
+class LeaseLost(Exception):
+    """The operation's lease ran out before its request could start: it is no longer this worker's."""
 
 
 class Worker:
@@ -57,6 +66,7 @@ class Worker:
         self.on_finished: list[Callable[[Operation, Outcome, OpStatus | None, float | None], None]] = []
         self.on_unparsed: list[Callable[[StoredCall, str], None]] = self.recorder.on_unparsed
         self._attempt_started: dict[int, float] = {}
+        self._lease_until: dict[int, float] = {}  # operation id -> end of this worker's lease on it
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
             self._client_for(endpoint.partnero)
@@ -263,6 +273,7 @@ class Worker:
         held = [scope for scope, breaker in self._breakers.items() if not breaker.closed]
         ops = await self.store.run(lambda tx: tx.claim_operations(self.owner, now, lease_until, free, held, wait))
         for op in ops:
+            self._lease_until[op.id] = lease_until
             program = self._breakers.get(op.scope)
             self._spawn(self._deliver(op, program.ticket(now) if program else None))
         return len(ops)
@@ -289,6 +300,12 @@ class Worker:
         self._attempt_started[op.id] = time.perf_counter()
         try:
             outcome, still_maybe_sent = await self._send(op)
+        except LeaseLost:
+            # sent nothing; whoever claims it next looks the key up first (it is marked maybe-sent)
+            log.warning("operation %s: its lease ran out before the request could start; left to the next claim", op.id)
+            self._attempt_started.pop(op.id, None)
+            self._lease_until.pop(op.id, None)
+            return
         except Exception as exc:
             # never leave an operation leased behind a failed task: it is retried like any failure
             log.exception("delivering operation %s failed", op.id)
@@ -312,17 +329,33 @@ class Worker:
                 return Outcome(Result.DELIVERED, "found at Partnero after an uncertain attempt"), False
         if op.action == CUSTOMER:
             await limiter.acquire()
+            await self._hold_lease(op)
             return await client.create_customer(op.request), False
         if op.action == CREATE:
             body = dict(op.request)
             body["amount"] = Decimal(body["amount"])
             await limiter.acquire()
+            await self._hold_lease(op)
             return await client.create_transaction(body), False
         sale = await self.store.run(lambda tx: tx.get_operation(op.scope, f"{CREATE}:{op.target_key}"))
         if sale is not None and sale.status in (OpStatus.SKIPPED, OpStatus.DEAD):
             return Outcome(Result.SKIPPED, f"its sale was not delivered ({sale.status.value})"), False
         await limiter.acquire()
+        await self._hold_lease(op)
         return await client.delete_transaction(op.target_key, maybe_sent_before=op.maybe_sent), op.maybe_sent
+
+    async def _hold_lease(self, op: Operation) -> None:
+        """Make sure this worker's lease outlasts the request about to start, renewing it if it is short;
+        `LeaseLost` when it has already run out (another process may be sending this operation)."""
+        now = self.clock()
+        request_takes = self.config.delivery.timeout_seconds + LEASE_MARGIN_SECONDS
+        if self._lease_until.get(op.id, now) - now > request_takes:
+            return
+        until = now + max(self.config.delivery.lease, request_takes)
+        renewed = await self.store.run(lambda tx: tx.renew_operation_lease(op.id, self.owner, now, until))
+        if not renewed:
+            raise LeaseLost(op.op_key)
+        self._lease_until[op.id] = until
 
     @staticmethod
     async def _look_up(
@@ -378,6 +411,7 @@ class Worker:
                 Result.DEAD: OpStatus.DEAD,
             }[outcome.result]
             fields["maybe_sent"] = 0
+        self._lease_until.pop(op.id, None)
         started = self._attempt_started.pop(op.id, None)
         latency = time.perf_counter() - started if started is not None else None
         attempt = Attempt(op.id, now, outcome.result.value, outcome.status_code, outcome.detail, latency)

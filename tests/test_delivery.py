@@ -595,3 +595,43 @@ def test_the_worker_records_and_delivers_while_webhooks_never_stop(make: Any, pa
 
     assert h.run(scenario()) == 30
     assert {e.status for e in h.events()} == {"delivered"}
+
+
+# --- a lease that runs out before the request starts ------------------------------------------------------
+
+
+def _claim(h: Harness, worker: Worker, lease_until: float) -> Operation:
+    [op] = h.run(h.store.run(lambda tx: tx.claim_operations(worker.owner, time.time(), lease_until, 1)))
+    worker._lease_until[op.id] = lease_until
+    return op  # type: ignore[no-any-return]
+
+
+def test_a_worker_whose_lease_ran_out_does_not_send_what_another_has_taken_over(
+    make: Any, partnero: PartneroServer
+) -> None:
+    """The scale-out run's double post: A claimed the sale, its lease ran out before its POST started
+    (look-ups, rate-limit waits, a loaded loop), B claimed it, looked it up, found nothing and posted;
+    then A posted the same key."""
+    h = make()
+    h.receive({"key": "t:lease"})
+    h.run(h.worker.process_received())
+    a, b = h.worker, Worker(h.config, h.store)
+    slow = _claim(h, a, time.time() - 0.001)  # A's lease is already over
+    taken = _claim(h, b, time.time() + 60)
+    assert taken.id == slow.id
+    h.run(b._deliver(taken, None))
+    h.run(a._deliver(slow, None))
+    assert h.methods() == ["GET", "POST"]  # B's look-up and post; nothing from A
+    assert len(partnero.transactions) == 1
+    assert h.operation("create:t:lease").status is OpStatus.DELIVERED
+    h.run(b.aclose())
+
+
+def test_a_lease_too_short_for_the_request_is_renewed_before_it_starts(make: Any, partnero: PartneroServer) -> None:
+    h = make()
+    h.receive({"key": "t:renew"})
+    h.run(h.worker.process_received())
+    op = _claim(h, h.worker, time.time() + 0.2)  # shorter than the request may take
+    h.run(h.worker._deliver(op, None))
+    assert h.methods() == ["POST"]
+    assert h.operation("create:t:renew").status is OpStatus.DELIVERED

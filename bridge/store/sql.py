@@ -445,6 +445,15 @@ class SQLTransaction:
             )
         return claimed
 
+    def renew_operation_lease(self, operation_id: int, owner: str, now: float, until: float) -> bool:
+        # PostgreSQL re-checks this WHERE against a row another process's claim has just committed
+        cur = self._x(
+            "UPDATE operations SET lease_until = ? WHERE id = ? AND status = 'pending' AND lease_owner = ?"
+            " AND lease_until >= ?",
+            (until, operation_id, owner, now),
+        )
+        return bool(cur.rowcount == 1)
+
     def release_leases(self, owner: str | None) -> int:
         released = 0
         for table in ("operations", "calls"):
