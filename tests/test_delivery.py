@@ -564,8 +564,7 @@ def test_the_soak_would_catch_a_worker_sending_one_key_twice_at_once(make: Any, 
     partnero.latency = 0.2
     h.receive({"key": "t:twice"})
     h.run(h.worker.process_received())
-    now = time.time()
-    [op] = h.run(h.store.run(lambda tx: tx.claim_operations("x", now, now + 60, 10)))
+    op = _claim(h, h.worker, time.time() + 60)
 
     async def a_worker_that_overlaps() -> None:
         await asyncio.gather(h.worker._send(op), h.worker._send(op))
