@@ -1,20 +1,30 @@
-"""The Partnero REST API client: httpx's API over aiohttp's pool (bridge/aiohttp_transport.py), every answer
-classified into an outcome."""
+"""The Partnero REST API client: requests sent directly on aiohttp's pool, every answer classified into an
+outcome.
+
+Requests go straight to an `aiohttp.ClientSession`: httpx's client layers (request building, URL merging,
+cookies, auth and redirect hooks) cost a fifth of the worker's CPU at full drain, and under concurrency
+httpcore's pool scans every connection on every request (encode/httpx#3215). What exactly-once rests on
+is how a request that got no answer is classified (`_unanswered`): only a failure *before the request was
+written* (no connection, no pool slot in time) may be resent without a look-up; everything else may have
+reached Partnero and is reported `maybe_sent`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import httpx
-
-from bridge.aiohttp_transport import AiohttpTransport
+import aiohttp
+import yarl
 
 USER_AGENT = "partnero-bridge"
 # how far a look-up reads a transaction list that ignores its `key` filter before asking for the key itself
@@ -41,23 +51,85 @@ class Outcome:
     maybe_sent: bool = False
 
 
+@dataclass(frozen=True)
+class Answer:
+    """Partnero's answer, read whole (answers are small)."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
+    content: bytes
+    reason_phrase: str = ""
+    charset: str | None = None
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def text(self) -> str:
+        try:
+            return self.content.decode(self.charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; `ValueError` when it is not."""
+        return json.loads(self.content)
+
+
 class PartneroClient:
+    """One aiohttp session per event loop, `max_connections` wide (a client may serve `asyncio.run` after
+    `asyncio.run` in the CLI; a session belongs to the loop it was made on)."""
+
     def __init__(self, base_url: str, api_key: str, timeout_seconds: float, max_connections: int = 8) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-            timeout=httpx.Timeout(timeout_seconds),
-            transport=AiohttpTransport(max_connections),
-            follow_redirects=False,
+        # the base normalized once (IDNA host, percent-encoded path); each request appends an encoded path
+        self._base = str(yarl.URL(self.base_url))
+        self.max_connections = max_connections
+        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json", "User-Agent": USER_AGENT}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        # `connect` bounds the wait for a pool slot and the connection together, `sock_read` each read
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout_seconds, sock_connect=timeout_seconds, sock_read=timeout_seconds
         )
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._loop is not loop or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300)
+            # no cookie jar: Partnero is a bearer-token API, and a jar is work on every answer
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True
+            )
+            self._loop = loop
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None and not self._session.closed:
+            with contextlib.suppress(RuntimeError):  # its loop is gone: nothing left to close
+                await self._session.close()
+        self._session = None
+
+    async def _request(
+        self, method: str, path: str, params: Mapping[str, Any] | None = None, content: bytes | None = None
+    ) -> Answer:
+        """One request, its answer read whole; aiohttp's errors propagate (`_unanswered` classifies them)."""
+        url = self._base + path
+        if params:
+            url += "?" + urlencode(params)
+        async with self._session_for_loop().request(
+            method,
+            # already encoded: yarl must not decode `%2E` and fold `/..` (a key of dots)
+            yarl.URL(url, encoded=True),
+            headers=self._json_headers if content is not None else self._headers,
+            data=content,
+            allow_redirects=False,
+            timeout=self._timeout,
+        ) as response:
+            body = await response.read()
+            return Answer(response.status, response.headers, body, response.reason or "", response.charset)
 
     async def create_transaction(self, body: dict[str, Any]) -> Outcome:
         response_or_outcome = await self._send("POST", "/transactions", body)
@@ -93,9 +165,9 @@ class PartneroClient:
 
     async def customer_exists(self, key: str) -> bool | Outcome:
         try:
-            response = await self._client.get(f"/customers/{path_segment(key)}")
-        except httpx.TransportError as exc:
-            return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
+            response = await self._request("GET", f"/customers/{path_segment(key)}")
+        except _UNANSWERED as exc:
+            return Outcome(Result.RETRY, f"look-up failed: {_unanswered(exc)[0]}", None)
         if response.status_code == 404:
             return False
         if not response.is_success:
@@ -163,9 +235,9 @@ class PartneroClient:
     async def _look(self, path: str, params: dict[str, Any]) -> dict[str, Any] | bool | Outcome:
         """A look-up's JSON document; False for a 404; the outcome to retry on when there is no answer."""
         try:
-            response = await self._client.get(path, params=params)
-        except httpx.TransportError as exc:
-            return Outcome(Result.RETRY, f"look-up failed: {type(exc).__name__}", None)
+            response = await self._request("GET", path, params)
+        except _UNANSWERED as exc:
+            return Outcome(Result.RETRY, f"look-up failed: {_unanswered(exc)[0]}", None)
         if response.status_code == 404:
             return False
         if not response.is_success:
@@ -204,23 +276,47 @@ class PartneroClient:
 
     async def check(self) -> Outcome:
         try:
-            response = await self._client.get("/test")
-        except httpx.TransportError as exc:
-            return Outcome(Result.RETRY, f"unreachable: {type(exc).__name__}")
+            response = await self._request("GET", "/test")
+        except _UNANSWERED as exc:
+            return Outcome(Result.RETRY, f"unreachable: {_unanswered(exc)[0]}")
         if response.is_success:
             return Outcome(Result.DELIVERED, "ok", response.status_code)
         return _classify_failure(response, _message(response))
 
-    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response | Outcome:
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> Answer | Outcome:
         content = encode_json(body) if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
         try:
-            return await self._client.request(method, path, content=content, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # nothing left this process: safe to send again without a look-up
-            return Outcome(Result.RETRY, f"cannot connect: {type(exc).__name__}")
-        except httpx.TransportError as exc:
-            return Outcome(Result.RETRY, f"no answer: {type(exc).__name__}", maybe_sent=True)
+            return await self._request(method, path, content=content)
+        except _UNANSWERED as exc:
+            kind, maybe_sent = _unanswered(exc)
+            if not maybe_sent:
+                # nothing left this process: safe to send again without a look-up
+                return Outcome(Result.RETRY, f"cannot connect: {kind}")
+            return Outcome(Result.RETRY, f"no answer: {kind}", maybe_sent=True)
+
+
+# what a request that got no answer raises: aiohttp's own errors, and the timeouts it raises as TimeoutError
+_UNANSWERED = (aiohttp.ClientError, TimeoutError)
+
+
+def _unanswered(exc: BaseException) -> tuple[str, bool]:
+    """What kind of failure left a request unanswered, and whether the request may have reached Partnero.
+
+    Only a failure before the request was written — no connection made, no pool slot or connection in
+    time — is "not sent" and may be resent without a look-up. Anything else (a read timeout, a reset or
+    a close after writing, a malformed answer, an error nobody classified) may have been received and
+    committed by Partnero, which does not de-duplicate: the next attempt must look the key up first. The
+    kinds keep the names operators have seen in attempt details (httpx's), and the order matters: the
+    connect errors are subclasses of the general ones below them."""
+    if isinstance(exc, aiohttp.ClientConnectorError):  # no connection was made: nothing was sent
+        return "ConnectError", False
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # no pool slot or no connection in time: nothing was sent
+        return "ConnectTimeout", False
+    if isinstance(exc, (aiohttp.SocketTimeoutError, TimeoutError)):  # sent, no answer in time
+        return "ReadTimeout", True
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)):
+        return "ReadError", True
+    return "RemoteProtocolError", True  # anything else: the request may have reached Partnero
 
 
 def _is_live(item: object, key: str) -> bool:
@@ -240,15 +336,15 @@ def _has_next_page(document: dict[str, Any], page: int) -> bool:
 def path_segment(value: str) -> str:
     """`value` as exactly one URL path segment, whatever it holds.
 
-    Reserved characters are percent-encoded; so are the dots of a segment that is only dots, which
-    httpx would otherwise resolve (RFC 3986): `/customers/..` became `GET /v1`, whose 2xx then counted
-    as "the customer exists".
+    Reserved characters are percent-encoded; so are the dots of a segment that is only dots, which URL
+    libraries (httpx, yarl) would otherwise resolve (RFC 3986): `/customers/..` became `GET /v1`, whose 2xx
+    then counted as "the customer exists".
     """
     encoded = quote(value, safe="")
     return encoded.replace(".", "%2E") if encoded and not encoded.strip(".") else encoded
 
 
-def _classify_failure(response: httpx.Response, message: str) -> Outcome:
+def _classify_failure(response: Answer, message: str) -> Outcome:
     code = response.status_code
     if code == 429:
         return Outcome(Result.RETRY, f"rate limited: {message}", code, _retry_after(response))
@@ -259,7 +355,7 @@ def _classify_failure(response: httpx.Response, message: str) -> Outcome:
     return Outcome(Result.DEAD, f"rejected {code}: {message}", code)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Answer) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
         return None
@@ -275,7 +371,7 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: Answer) -> str:
     try:
         body = response.json()
     except ValueError:
