@@ -381,24 +381,27 @@ def _message(response: Answer) -> str:
     return response.text[:200]
 
 
+# one encoder for every body: `json.dumps` with separators builds a new one per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# unguessable and never sent, so a customer-supplied string can never be mistaken for a placeholder
+_SALT = secrets.token_hex(16)
+
+
 def encode_json(body: dict[str, Any]) -> bytes:
     """JSON with `Decimal` rendered as an exact JSON number (json.dumps would need a float on the way)."""
-    placeholders: dict[str, str] = {}
-    # unguessable, so a customer-supplied string can never be mistaken for a placeholder
-    salt = secrets.token_hex(8)
+    numbers: list[str] = []
 
     def swap(value: Any) -> Any:
         if isinstance(value, Decimal):
-            token = f"__decimal_{salt}_{len(placeholders)}__"
-            placeholders[f'"{token}"'] = format(value, "f")
-            return token
+            numbers.append(format(value, "f"))
+            return f"__decimal_{_SALT}_{len(numbers) - 1}__"
         if isinstance(value, dict):
             return {k: swap(v) for k, v in value.items()}
         if isinstance(value, list):
             return [swap(v) for v in value]
         return value
 
-    text = json.dumps(swap(body), separators=(",", ":"))
-    for quoted, number in placeholders.items():
-        text = text.replace(quoted, number, 1)
+    text = _ENCODER.encode(swap(body))
+    for index, number in enumerate(numbers):
+        text = text.replace(f'"__decimal_{_SALT}_{index}__"', number, 1)
     return text.encode()

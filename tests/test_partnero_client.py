@@ -187,3 +187,22 @@ def test_an_answer_that_is_not_json_is_described_by_its_text() -> None:
     outcome = _classify_failure(answer, _message(answer))
     assert (outcome.result, outcome.maybe_sent, outcome.retry_after) == (Result.RETRY, False, 7.0)
     assert _message(Answer(500, {}, b"", "Internal Server Error")) == "Internal Server Error"
+
+
+def test_decimals_are_sent_as_exact_numbers_and_strings_stay_strings() -> None:
+    import json
+
+    from bridge.partnero import encode_json
+
+    many = [Decimal(n) for n in range(12)]  # placeholder 1 must not match inside placeholder 10
+    lookalike = "__decimal_0123456789abcdef_0__"
+    body = {"amount": Decimal("8.10"), "big": Decimal("1E+2"), "n": many, "customer": {"key": lookalike}}
+    text = encode_json(body).decode()
+    assert '"amount":8.10' in text
+    assert '"big":100' in text
+    assert json.loads(text, parse_float=Decimal) == {
+        "amount": Decimal("8.10"),
+        "big": 100,
+        "n": list(range(12)),
+        "customer": {"key": lookalike},
+    }

@@ -224,6 +224,23 @@ def test_claims_respect_order_per_transaction_key(engine: StoreFactory) -> None:
     run(_with_store(engine, body))
 
 
+def test_a_claim_leases_exactly_the_operations_it_returns(engine: StoreFactory) -> None:
+    async def body(store: Store) -> None:
+        now = time.time()
+        await store.run(lambda tx: [tx.insert_operation(_op("create", f"k{n}"), now + n / 100) for n in range(5)])
+        claimed = await store.run(lambda tx: tx.claim_operations("w", now + 1, now + 60, 3))
+        assert [o.op_key for o in claimed] == ["create:k0", "create:k1", "create:k2"]
+        stored = await store.run(lambda tx: [tx.get_operation("p", f"create:k{n}") for n in range(5)])
+        assert [(o.attempts, o.maybe_sent) if o else None for o in stored] == [(1, True)] * 3 + [(0, False)] * 2
+        # leased to w: another claimer gets only the two left, and w may renew only its own
+        rest = await store.run(lambda tx: tx.claim_operations("w2", now + 1, now + 60, 10))
+        assert [o.op_key for o in rest] == ["create:k3", "create:k4"]
+        assert await store.run(lambda tx: tx.renew_operation_lease(claimed[2].id, "w", now + 2, now + 90))
+        assert not await store.run(lambda tx: tx.renew_operation_lease(rest[0].id, "w", now + 2, now + 90))
+
+    run(_with_store(engine, body))
+
+
 def test_a_dead_operation_holds_the_rest_of_its_payment(engine: StoreFactory) -> None:
     async def body(store: Store) -> None:
         now = time.time()

@@ -437,11 +437,14 @@ class SQLTransaction:
             params,
         ).fetchall()
         claimed = [_operation(row) for row in rows]
-        for op in claimed:
+        if claimed:
+            # one statement for the whole claim, not one per operation (a round trip each on PostgreSQL);
+            # the rows are this transaction's (SQLite's one writer, PostgreSQL's row locks above)
+            ids = ", ".join("?" * len(claimed))
             self._x(
                 "UPDATE operations SET lease_owner = ?, lease_until = ?, attempts = attempts + 1, maybe_sent = 1"
-                " WHERE id = ?",
-                (owner, lease_until, op.id),
+                f" WHERE id IN ({ids})",
+                (owner, lease_until, *(op.id for op in claimed)),
             )
         return claimed
 
