@@ -18,7 +18,7 @@ from typing import Any
 
 from bridge.config import Config, PartneroSettings
 from bridge.flow import CircuitBreaker, ProgramState, RateLimiter, Ticket, Verdict, backoff_seconds
-from bridge.outbox import CREATE, settle
+from bridge.outbox import CREATE, creates_customer, settle
 from bridge.partnero import Outcome, PartneroClient, Result
 from bridge.recorder import CALL_BATCH, CallRecorder
 from bridge.signups import CUSTOMER
@@ -66,6 +66,9 @@ class Worker:
         self.on_finished: list[Callable[[Operation, Outcome, OpStatus | None, float | None], None]] = []
         self.on_unparsed: list[Callable[[StoredCall, str], None]] = self.recorder.on_unparsed
         self._attempt_started: dict[int, float] = {}
+        # finishes waiting for the next store call (`_write_finish`), and the task that writes them
+        self._finishes: list[tuple[Callable[[Transaction], None], asyncio.Future[None]]] = []
+        self._finisher: asyncio.Task[None] | None = None
         self._lease_until: dict[int, float] = {}  # operation id -> end of this worker's lease on it
         self._concurrency = max((e.partnero.max_concurrency for e in config.endpoints.values()), default=4)
         for endpoint in config.endpoints.values():
@@ -115,6 +118,9 @@ class Worker:
             task.cancel()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
+        if self._finisher is not None:
+            # the finishes of deliveries cancelled above are still written, before the store may close
+            await asyncio.wait({self._finisher}, timeout=5)
         for client in self._clients.values():
             await client.aclose()
         await self.recorder.aclose()
@@ -424,7 +430,7 @@ class Worker:
             if isinstance(final, OpStatus):
                 settle(tx, op, final, str(fields["reason"]), now)
 
-        await self.store.run(write)
+        await self._write_finish(op, write)
         for hook in self.on_finished:
             hook(op, outcome, final if isinstance(final, OpStatus) else None, latency)
         log.info(
@@ -435,6 +441,57 @@ class Worker:
             outcome.result.value,
             outcome.detail,
         )
+
+    async def _write_finish(self, op: Operation, write: Callable[[Transaction], None]) -> None:
+        """Write an operation's finish together with the others finishing meanwhile: one store call (one
+        commit on PostgreSQL, one piece of the SQLite writer's batch) for all of them instead of one each.
+
+        Each finish writes what it wrote alone, unconditionally as before, and a finish is only written
+        after its request ended, so the lease fence (`_hold_lease`) is untouched. A finish that settles a
+        customer is written alone: it takes the customer's lock, and a transaction holding several such
+        locks, taken in no fixed order, can deadlock another process's recording (docs/performance.md)."""
+        if creates_customer(op):
+            await self.store.run(write)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finishes.append((write, future))
+        if self._finisher is None or self._finisher.done():
+            self._finisher = asyncio.create_task(self._write_finishes())
+        await future
+
+    async def _write_finishes(self) -> None:
+        # one pass of the loop first: the deliveries whose answers came in the same pass join the batch
+        await asyncio.sleep(0)
+        while self._finishes:
+            batch, self._finishes = self._finishes, []
+            try:
+                outcomes = await self._write_batch([write for write, _ in batch])
+            except asyncio.CancelledError:
+                # the loop is shutting down: nobody is left waiting in silence
+                for _, future in batch + self._finishes:
+                    future.cancel()
+                raise
+            except Exception as exc:  # the store failed for the finishes one by one as well
+                outcomes = [exc] * len(batch)
+            for (_, future), error in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue  # its delivery was cancelled; the finish is written all the same
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+    async def _write_batch(self, writes: list[Callable[[Transaction], None]]) -> list[Exception | None]:
+        """Every write in one store call; when that fails (and is undone whole), each alone, so only the
+        finish that fails fails, as when each was written alone."""
+        try:
+            await self.store.run(lambda tx: [write(tx) for write in writes])
+        except Exception as exc:
+            if len(writes) == 1:
+                return [exc]
+            each = await self.store.run_each(writes)
+            return [error if isinstance(error, Exception) else None for error in each]
+        return [None] * len(writes)
 
 
 def _verdict(outcome: Outcome) -> Verdict:

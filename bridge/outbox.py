@@ -322,10 +322,15 @@ def _with_customer_creation(
     return {**request, "customer": customer, "options": {"create_customer": True}}, attribution
 
 
+def creates_customer(op: Operation) -> bool:
+    """Whether `op` creates a Partnero customer (a sign-up, or a sale that creates its referred buyer)."""
+    creating = op.action == "customer" or bool(op.request.get("options", {}).get("create_customer"))
+    return creating and op.customer_key is not None
+
+
 def settle(tx: Transaction, op: Operation, status: OpStatus, reason: str | None, now: float) -> None:
     """After an operation finished: what it means for the customer it was creating, if any."""
-    creates_customer = op.action == "customer" or bool(op.request.get("options", {}).get("create_customer"))
-    if not creates_customer or op.customer_key is None:
+    if not creates_customer(op) or op.customer_key is None:
         return
     customer = tx.get_customer(op.scope, op.customer_key)
     if customer is None or customer.creator_op_key != op.op_key:
@@ -343,8 +348,7 @@ def settle(tx: Transaction, op: Operation, status: OpStatus, reason: str | None,
 
 def reopen(tx: Transaction, op: Operation, now: float) -> None:
     """A replayed operation that creates a customer makes that customer's sales wait for it again."""
-    creates_customer = op.action == "customer" or bool(op.request.get("options", {}).get("create_customer"))
-    if not creates_customer or op.customer_key is None:
+    if not creates_customer(op) or op.customer_key is None:
         return
     customer = tx.get_customer(op.scope, op.customer_key)
     if customer is not None and customer.creator_op_key == op.op_key:

@@ -17,7 +17,8 @@ import pytest
 from bridge.config import Config, DeliverySettings, Endpoint, EndpointSettings, PartneroSettings, ServerSettings
 from bridge.delivery import Worker
 from bridge.events import CustomerFacts, DisputeState, EventKind, NormalizedEvent
-from bridge.store.base import EventFilter, EventView, Operation, OpStatus, Store, StoredCall
+from bridge.partnero import Outcome, Result
+from bridge.store.base import EventFilter, EventView, NewOperation, Operation, OpStatus, Store, StoredCall
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SQLiteStore
 from providers.base import AdapterOptions, PayloadError, ProviderAdapter, ProviderUnavailable, WebhookRequest
@@ -634,3 +635,84 @@ def test_a_lease_too_short_for_the_request_is_renewed_before_it_starts(make: Any
     h.run(h.worker._deliver(op, None))
     assert h.methods() == ["POST"]
     assert h.operation("create:t:renew").status is OpStatus.DELIVERED
+
+
+def _finishing(h: Harness, *ops: NewOperation) -> tuple[list[Operation], list[str]]:
+    """`ops` inserted and claimed by the harness's worker; and a log of the store calls made after."""
+    now = time.time()
+    h.run(h.store.run(lambda tx: [tx.insert_operation(op, now) for op in ops]))
+    claimed = h.run(h.store.run(lambda tx: tx.claim_operations(h.worker.owner, now + 1, now + 60, len(ops))))
+    calls: list[str] = []
+    run, run_each = h.store.run, h.store.run_each
+
+    async def counted_run(work: Any, **kw: Any) -> Any:
+        calls.append("run")
+        return await run(work, **kw)
+
+    async def counted_run_each(works: Any) -> Any:
+        calls.append(f"run_each({len(works)})")
+        return await run_each(works)
+
+    h.store.run = counted_run  # type: ignore[method-assign]
+    h.store.run_each = counted_run_each  # type: ignore[method-assign]
+    return sorted(claimed, key=lambda op: op.id), calls
+
+
+def _sale_op(h: Harness, key: str, **kw: Any) -> NewOperation:
+    return NewOperation(h.endpoint.partnero.scope, "create", key, key, "shop", {"key": key}, **kw)
+
+
+def test_operations_finishing_together_are_written_in_one_store_call(make: Any) -> None:
+    h = make()
+    ops, calls = _finishing(h, *(_sale_op(h, f"t:b{n}") for n in range(5)))
+
+    async def finish_all() -> None:
+        await asyncio.gather(
+            *(h.worker._finish(op, Outcome(Result.DELIVERED, "created", 200), False, None) for op in ops)
+        )
+
+    h.run(finish_all())
+    assert calls == ["run"]
+    for n, op in enumerate(ops):
+        stored = h.operation(f"create:t:b{n}")
+        assert (stored.status, stored.reason, stored.attempts, stored.maybe_sent) == (
+            OpStatus.DELIVERED,
+            "created",
+            1,
+            False,
+        )
+        [attempt] = h.run(h.store.run(lambda tx, op=op: tx.attempts_of(op.id)))
+        assert (attempt.outcome, attempt.status_code) == ("delivered", 200)
+
+
+def test_a_finish_that_cannot_be_stored_fails_alone(make: Any) -> None:
+    """One finish of a batch fails (Partnero's message holds a NUL): its neighbours are written."""
+    h = make()
+    ops, calls = _finishing(h, _sale_op(h, "t:ok1"), _sale_op(h, "t:bad"), _sale_op(h, "t:ok2"))
+    created, unstorable = Outcome(Result.DELIVERED, "created", 200), Outcome(Result.DEAD, "rejected 422: \x00", 422)
+    outcomes = [created, unstorable, created]
+
+    async def finish_all() -> list[Any]:
+        finishes = (h.worker._finish(op, outcome, False, None) for op, outcome in zip(ops, outcomes, strict=True))
+        return list(await asyncio.gather(*finishes, return_exceptions=True))
+
+    results = h.run(finish_all())
+    assert [type(r).__name__ for r in results] == ["NoneType", "UnstorableText", "NoneType"]
+    assert calls == ["run", "run_each(3)"]
+    assert h.operation("create:t:ok1").status is h.operation("create:t:ok2").status is OpStatus.DELIVERED
+    bad = h.operation("create:t:bad")
+    assert (bad.status, bad.maybe_sent) == (OpStatus.PENDING, True)  # left leased, looked up when claimed again
+
+
+def test_a_finish_that_settles_a_customer_is_written_alone(make: Any) -> None:
+    """Its customer lock is never held together with others' (a batch would take them in no fixed order)."""
+    h = make()
+    creator = NewOperation(h.endpoint.partnero.scope, "customer", "c9", "c9", "shop", {"key": "c9"}, customer_key="c9")
+    ops, calls = _finishing(h, _sale_op(h, "t:s1"), creator, _sale_op(h, "t:s2"))
+
+    async def finish_all() -> None:
+        await asyncio.gather(*(h.worker._finish(op, Outcome(Result.DELIVERED, "ok", 200), False, None) for op in ops))
+
+    h.run(finish_all())
+    assert sorted(calls) == ["run", "run"]  # the creator alone, the two sales together
+    assert {h.operation(k).status for k in ("create:t:s1", "customer:c9", "create:t:s2")} == {OpStatus.DELIVERED}
