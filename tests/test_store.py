@@ -647,3 +647,17 @@ def test_urgent_work_is_committed_in_groups_and_a_failing_piece_fails_alone(engi
     assert all(isinstance(o, tuple) and o[1] is True for o in rest), rest
     assert stored == 200  # every insert but the failing piece's own
     assert len(set(ids)) < len(ids) / 2, "urgent work ran one transaction per piece"
+
+
+def test_a_claim_leases_every_call_it_returns(engine: StoreFactory) -> None:
+    async def body(store: Store) -> tuple[int, int, int]:
+        for n in range(5):
+            await store.run(lambda tx, d=f"d{n}": tx.insert_call("ep", d, time.time(), "POST", "/", "", {}, b"{}"))
+        now = time.time()
+        first = await store.run(lambda tx: tx.claim_calls("a", now, now + 60, 3))
+        second = await store.run(lambda tx: tx.claim_calls("b", now, now + 60, 10))
+        after_lease = await store.run(lambda tx: tx.claim_calls("c", now + 61, now + 120, 10))
+        return len(first), len(second), len(after_lease)
+
+    # the 2 left to "b"; once the leases ran out, all 5 are free again
+    assert run(_with_store(engine, body)) == (3, 2, 5)

@@ -203,8 +203,13 @@ class SQLTransaction:
             (CallStatus.RECEIVED.value, now, now, limit),
         ).fetchall()
         calls = [_call(r) for r in rows]
-        for call in calls:
-            self._x("UPDATE calls SET lease_owner = ?, lease_until = ? WHERE id = ?", (owner, lease_until, call.id))
+        if calls:
+            # one statement for the whole claim, as `claim_operations` does (a round trip each on PostgreSQL)
+            ids = ", ".join("?" * len(calls))
+            self._x(
+                f"UPDATE calls SET lease_owner = ?, lease_until = ? WHERE id IN ({ids})",
+                (owner, lease_until, *(call.id for call in calls)),
+            )
         return calls
 
     def defer_call(self, call_id: int, until: float, error: str) -> int:
