@@ -228,10 +228,13 @@ class SQLTransaction:
         )
 
     def insert_event(self, event: NewEvent, at: float) -> int:
+        # a queued event shows its operations' status, and has none yet: skipped, until migration 6's
+        # triggers follow the first operation inserted for it
+        shown = OpStatus.SKIPPED.value if event.status is EventStatus.QUEUED else event.status.value
         cur = self._x(
             "INSERT INTO events (call_id, endpoint, seq, kind, event_type, transaction_key, data, customer_key,"
-            " status, reason, operation_id, created_at, warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " RETURNING id",
+            " status, reason, operation_id, created_at, warning, shown_status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 event.call_id,
                 event.endpoint,
@@ -246,6 +249,7 @@ class SQLTransaction:
                 event.operation_id,
                 at,
                 event.warning,
+                shown,
             ),
         )
         return int(cur.fetchone()[0])
@@ -507,6 +511,8 @@ class SQLTransaction:
     def list_events(self, flt: EventFilter) -> list[EventView]:
         where: list[str] = []
         params: list[object] = []
+        # `status` is the stored status the operator sees (migration 6): any status, however few events
+        # have it, is a look-up in its index, newest first
         for column, value in (("status", flt.status), ("endpoint", flt.endpoint), ("kind", flt.kind)):
             if value:
                 where.append(f"{column} = ?")
@@ -530,14 +536,6 @@ class SQLTransaction:
                 " UNION ALL SELECT e.id FROM calls c JOIN events e ON e.call_id = c.id WHERE c.delivery_id = ?)"
             )
             params += [flt.q, flt.q, flt.q.rsplit(":", 1)[-1], "%:" + _like_literal(flt.q), flt.q, flt.q]
-        if flt.status in ("dead", "pending"):
-            # only an event's operations make it dead or pending (its own status never is): for the statuses
-            # an operator looks for, few among millions, the events are found from the operations' index
-            where.append("id IN (SELECT event_id FROM operations WHERE status = ? AND event_id IS NOT NULL)")
-            params.append(flt.status)
-        elif flt.status in (EventStatus.DUPLICATE, EventStatus.IGNORED):
-            where.append("id IN (SELECT id FROM events WHERE status = ?)")  # the event's own status alone
-            params.append(flt.status)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = self._x(
             f"SELECT * FROM ({self._event_view()}) AS v {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
@@ -600,8 +598,7 @@ class SQLTransaction:
     def status_counts(self, since: float | None) -> dict[tuple[str, str], int]:
         floor = since if since is not None else float("-inf")  # unix seconds
         rows = self._x(
-            f"SELECT kind, status, COUNT(*) FROM ({self._event_view()}) AS v WHERE created_at >= ?"
-            " GROUP BY kind, status",
+            "SELECT kind, shown_status, COUNT(*) FROM events WHERE created_at >= ? GROUP BY kind, shown_status",
             (floor,),
         ).fetchall()
         counts = {(str(kind), str(status)): int(n) for kind, status, n in rows}
@@ -628,9 +625,8 @@ class SQLTransaction:
         amount = self.dialect.json_text("e.data", ("amount",))
         currency = self.dialect.json_text("e.data", ("currency",))
         rows = self._x(
-            f"SELECT v.created_at, v.endpoint, v.kind, v.status, {amount}, {currency}"
-            f" FROM ({self._event_view()}) AS v JOIN events e ON e.id = v.id"
-            " WHERE v.created_at >= ? AND v.kind IN ('sale', 'refund', 'dispute') ORDER BY v.created_at, v.id",
+            f"SELECT e.created_at, e.endpoint, e.kind, e.shown_status, {amount}, {currency} FROM events e"
+            " WHERE e.created_at >= ? AND e.kind IN ('sale', 'refund', 'dispute') ORDER BY e.created_at, e.id",
             (since,),
         ).fetchall()
         return [DayRow(float(r[0]), r[1], r[2], r[3], None if r[4] is None else str(r[4]), r[5]) for r in rows]
@@ -663,15 +659,11 @@ class SQLTransaction:
         return int(cur.rowcount)
 
 
-# An event that became operations shows theirs: dead wins, then pending, then delivered, else skipped.
+# An event that became operations shows theirs (dead wins, then pending, then delivered, else skipped), kept
+# stored in `shown_status` by migration 6's triggers; the reason shown is its newest operation's.
 _EVENT_VIEW = """
 SELECT e.id, e.call_id, e.endpoint, e.kind, e.event_type, e.transaction_key, e.customer_key,
-       CASE WHEN e.status <> 'queued' THEN e.status ELSE (
-            SELECT CASE WHEN SUM(CASE WHEN o.status = 'dead' THEN 1 ELSE 0 END) > 0 THEN 'dead'
-                        WHEN SUM(CASE WHEN o.status = 'pending' THEN 1 ELSE 0 END) > 0 THEN 'pending'
-                        WHEN SUM(CASE WHEN o.status = 'delivered' THEN 1 ELSE 0 END) > 0 THEN 'delivered'
-                        ELSE 'skipped' END
-            FROM operations o WHERE o.event_id = e.id) END AS status,
+       e.shown_status AS status,
        CASE WHEN e.status <> 'queued' THEN e.reason ELSE (
             SELECT o.reason FROM operations o WHERE o.event_id = e.id ORDER BY o.id DESC LIMIT 1) END AS reason,
        e.operation_id, e.created_at, {email} AS email, e.warning, {attributed} AS attributed
