@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -15,6 +16,7 @@ import pytest
 from bridge.store.base import (
     Attempt,
     CallStatus,
+    DayRow,
     EventFilter,
     NewOperation,
     OpStatus,
@@ -508,13 +510,85 @@ def test_overview_counts_queue_and_day_rows(engine: StoreFactory) -> None:
         )
         assert stats.oldest_pending_at == 3000.0
         rows = await store.run(lambda tx: tx.day_rows(0.0))
-        assert [(r.kind, r.status, r.amount, r.currency) for r in rows] == [
-            ("sale", "delivered", "10.50", "EUR"),
-            ("sale", "dead", "10.50", "EUR"),
-            ("refund", "pending", "10.50", "EUR"),
+        # per day; the amount only where the chart books it (delivered sales)
+        assert rows == [
+            DayRow(0.0, "shop", "sale", "delivered", "10.50", "EUR", 1),
+            DayRow(0.0, "shop", "sale", "dead", None, None, 1),
+            DayRow(0.0, "shop", "refund", "pending", None, None, 1),
         ]
 
     run(_with_store(engine, body))
+
+
+def test_the_chart_counted_per_day_equals_the_chart_counted_event_by_event(engine: StoreFactory) -> None:
+    """The overview's chart from `day_rows` (grouped in the engine) must be what it was when every event of
+    the fortnight came back as a row of its own: counts, booked amounts (exact, in the order the currencies
+    first appear), events on the window's edges and at midnight, amounts the chart cannot read."""
+    import random
+
+    from bridge.console.chart import per_endpoint
+    from bridge.store.base import EventStatus, NewEvent
+    from bridge.store.sql import SQLTransaction
+
+    rng = random.Random(14)
+    now = 1_780_000_000.0
+    midnights = [(int(now // 86400) - d) * 86400.0 for d in range(15)]
+
+    def fill(tx: Transaction) -> None:
+        for n in range(400):
+            at = rng.choice([now - rng.uniform(0, 16 * 86400), rng.choice(midnights) + rng.choice((-1e-6, 0.0, 1e-6))])
+            call_id, _ = tx.insert_call(rng.choice(("a", "b")), f"d{n}", at, "POST", "/", "", {}, b"{}")
+            data: dict[str, Any] = {
+                "amount": rng.choice(["19.99", "20", "20.00", "0.10", None, "bad", 7, 19.5]),
+                "currency": rng.choice(["USD", "EUR", "EUR", None, ""]),
+            }
+            kind = rng.choice(("sale", "sale", "sale", "refund", "dispute", "ignored"))
+            own = rng.choice((EventStatus.QUEUED, EventStatus.QUEUED, EventStatus.DUPLICATE))
+            event = NewEvent(call_id, rng.choice(("a", "b")), 0, kind, "t", f"k{n}", data, None, own)
+            event_id = tx.insert_event(event, at)
+            if own is EventStatus.QUEUED:
+                status = rng.choice((OpStatus.DELIVERED, OpStatus.DELIVERED, OpStatus.DEAD, OpStatus.PENDING))
+                tx.insert_operation(replace(_op("create", f"k{n}"), status=status, event_id=event_id), at)
+        # one day on which the currency met first sorts last, by name and by amount
+        for n, (amount, currency) in enumerate((("9.99", "USD"), ("1.00", "EUR"))):
+            at = midnights[1] + 3600 * (n + 1)
+            call_id, _ = tx.insert_call("c", f"c{n}", at, "POST", "/", "", {}, b"{}")
+            data = {"amount": amount, "currency": currency}
+            event_id = tx.insert_event(
+                NewEvent(call_id, "c", 0, "sale", "t", f"c{n}", data, None, EventStatus.QUEUED), at
+            )
+            tx.insert_operation(replace(_op("create", f"c{n}"), status=OpStatus.DELIVERED, event_id=event_id), at)
+
+    def event_by_event(tx: Transaction, since: float) -> list[DayRow]:
+        # the overview's query before it counted per day: one row per event, oldest first
+        amount, currency = _json(tx, "amount"), _json(tx, "currency")
+        sql = cast(SQLTransaction, tx)
+        rows = sql._x(
+            f"SELECT e.created_at, e.endpoint, e.kind, e.shown_status, {amount}, {currency} FROM events e"
+            " WHERE e.created_at >= ? AND e.kind IN ('sale', 'refund', 'dispute') ORDER BY e.created_at, e.id",
+            (since,),
+        ).fetchall()
+        return [DayRow(float(r[0]), r[1], r[2], r[3], None if r[4] is None else str(r[4]), r[5]) for r in rows]
+
+    async def body(store: Store) -> None:
+        await store.run(fill)
+        for days in (14, 3):
+            since = now - days * 86400
+            grouped = await store.run(lambda tx, since=since: tx.day_rows(since))
+            single = await store.run(lambda tx, since=since: event_by_event(tx, since))
+            assert len(grouped) < len(single)
+            expected = [s.as_json() for s in per_endpoint(single, now, days)]
+            # as the JSON twin writes it: in its order of keys (dicts compare equal in any order)
+            assert json.dumps([s.as_json() for s in per_endpoint(grouped, now, days)]) == json.dumps(expected)
+            assert any(s["booked"] for s in expected)
+
+    run(_with_store(engine, body))
+
+
+def _json(tx: Transaction, field: str) -> str:
+    from bridge.store.sql import SQLTransaction
+
+    return cast(SQLTransaction, tx).dialect.json_text("e.data", (field,))
 
 
 def test_a_new_sqlite_store_is_private_to_its_user(tmp_path: Path) -> None:

@@ -55,6 +55,9 @@ class Dialect:
     # indexed expressions of `events` (migration 5), written exactly as indexed so the engine uses the index
     event_email: str = SQLITE_EVENT_EMAIL
     key_tail: str = SQLITE_KEY_TAIL
+    # the UTC day (days since 1970) of an event's `created_at`, as Python's `created_at // 86400` counts it
+    # (PostgreSQL's cast rounds: floor first)
+    event_day: str = "CAST(e.created_at AS INTEGER) / 86400"
 
 
 @lru_cache(maxsize=512)
@@ -72,6 +75,7 @@ POSTGRES = Dialect(
     json_text=lambda column, path: f"({column}::json #>> '{{{','.join(path)}}}')",
     event_email=POSTGRES_EVENT_EMAIL,
     key_tail=POSTGRES_KEY_TAIL,
+    event_day="CAST(floor(e.created_at) AS BIGINT) / 86400",
 )
 
 
@@ -622,14 +626,23 @@ class SQLTransaction:
         return QueueStats(int(pending), int(received), min(oldest, default=None), int(dead), int(failed))
 
     def day_rows(self, since: float) -> list[DayRow]:
+        # counted in the engine: tens of thousands of events a fortnight made as many Python rows, which cost
+        # more than the query; the JSON is read only where the chart books an amount. Ordered by each
+        # group's first event, so the chart meets the currencies in the order it met them event by event.
+        booked = "e.kind = 'sale' AND e.shown_status = 'delivered'"
         amount = self.dialect.json_text("e.data", ("amount",))
         currency = self.dialect.json_text("e.data", ("currency",))
         rows = self._x(
-            f"SELECT e.created_at, e.endpoint, e.kind, e.shown_status, {amount}, {currency} FROM events e"
-            " WHERE e.created_at >= ? AND e.kind IN ('sale', 'refund', 'dispute') ORDER BY e.created_at, e.id",
+            f"SELECT {self.dialect.event_day}, e.endpoint, e.kind, e.shown_status,"
+            f" CASE WHEN {booked} THEN {amount} END, CASE WHEN {booked} THEN {currency} END, COUNT(*)"
+            " FROM events e WHERE e.created_at >= ? AND e.kind IN ('sale', 'refund', 'dispute')"
+            " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY MIN(e.created_at), MIN(e.id)",
             (since,),
         ).fetchall()
-        return [DayRow(float(r[0]), r[1], r[2], r[3], None if r[4] is None else str(r[4]), r[5]) for r in rows]
+        return [
+            DayRow(float(r[0]) * 86400, r[1], r[2], r[3], None if r[4] is None else str(r[4]), r[5], int(r[6]))
+            for r in rows
+        ]
 
     def replay_operation(self, operation_id: int, now: float) -> bool:
         cur = self._x(
