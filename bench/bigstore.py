@@ -76,10 +76,11 @@ def fill(path: Path, events: int, now: float) -> dict[str, str]:
                 "customer": {"email": email},
                 "attribution": {"rule": "cookie", "partner": "p1"},
             }
-            # the status shown is the one operation's, as migration 6 stores it
+            # the status shown is the one operation's, amount and currency the data's, as migration 6 stores them
             evs.append(
-                (n, n, ENDPOINT, 0, "sale", "order_created", key, json.dumps(data), customer, "queued", n, at, status)
-            )
+                (n, n, ENDPOINT, 0, "sale", "order_created", key, json.dumps(data), customer, "queued", n, at, status,
+                 data["amount"], data["currency"])
+            )  # fmt: skip
             request = json.dumps({"key": key, "amount": "19.99", "amount_units": "USD", "customer": {"key": customer}})
             reason = "created" if status == "delivered" else "rejected 422: bench" if status == "dead" else None
             next_at = now + YEAR if status == "pending" else at
@@ -107,7 +108,8 @@ def fill(path: Path, events: int, now: float) -> dict[str, str]:
         )
         conn.executemany(
             "INSERT INTO events (id, call_id, endpoint, seq, kind, event_type, transaction_key, data, customer_key,"
-            " status, operation_id, created_at, shown_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " status, operation_id, created_at, shown_status, amount, currency)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             evs,
         )
         conn.executemany(

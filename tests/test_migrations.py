@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -133,9 +134,10 @@ def _old_events(execute: Callable[[str], object]) -> None:
     execute(OLD_CALL.replace("?", "NULL"))
     op = 0
     for n, (name, (own, operations)) in enumerate(OLD_EVENTS.items(), start=1):
+        data = json.dumps({"amount": f"1.{n}", "currency": "EUR"})
         execute(
             "INSERT INTO events (call_id, endpoint, seq, kind, event_type, transaction_key, data, status, created_at)"
-            f" VALUES (1, 'shop', {n}, 'sale', '{name}', 'k{n}', '{{}}', '{own}', 1.0)"
+            f" VALUES (1, 'shop', {n}, 'sale', '{name}', 'k{n}', '{data}', '{own}', 1.0)"
         )
         for status in operations:
             op += 1
@@ -150,6 +152,9 @@ async def _shown_after_the_upgrade(store: Store) -> dict[str, str]:
     await store.open()  # migrates at start
     try:
         shown = {e.event_type: e.status for e in await store.run(lambda tx: tx.list_events(EventFilter()))}
+        # the amount the overview books (the delivered sale's), copied from the event's data
+        booked = [(r.amount, r.currency) for r in await store.run(lambda tx: tx.day_rows(0.0)) if r.amount]
+        assert booked == [("1.1", "EUR")]
         # and from now on the triggers keep it: the skipped sale's operation is sent after all
         [op] = await store.run(lambda tx: tx.operations_of_event(4))
         await store.run(lambda tx: tx.update_operation(op.id, 2.0, status=OpStatus.DELIVERED))

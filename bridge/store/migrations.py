@@ -57,12 +57,16 @@ OPERATIONS_STATUS = """(SELECT CASE WHEN SUM(CASE WHEN o.status = 'dead' THEN 1 
             WHEN SUM(CASE WHEN o.status = 'delivered' THEN 1 ELSE 0 END) > 0 THEN 'delivered'
             ELSE 'skipped' END
         FROM operations o WHERE o.event_id = {event_id})"""
-# the column, filled for the events already stored; its index answers a status filter newest first and
-# replaces migration 5's index on the event's own status, which no query reads any more
-SHOWN_STATUS = f"""
+# The column, filled for the events already stored; its index answers a status filter newest first and
+# replaces migration 5's index on the event's own status, which no query reads any more. With it the
+# event's `amount` and `currency` (as its data says, as text): the overview books the delivered sales of a
+# fortnight, and reading them from the JSON cost PostgreSQL ~0.3 s at a million events.
+SHOWN_STATUS = """
 ALTER TABLE events ADD COLUMN shown_status TEXT;
-UPDATE events SET shown_status = CASE WHEN status <> 'queued' THEN status
-    ELSE {OPERATIONS_STATUS.format(event_id="events.id")} END;
+ALTER TABLE events ADD COLUMN amount TEXT;
+ALTER TABLE events ADD COLUMN currency TEXT;
+UPDATE events SET shown_status = CASE WHEN status <> 'queued' THEN status ELSE {computed} END,
+    amount = {amount}, currency = {currency};
 CREATE INDEX events_shown_status ON events (shown_status, id);
 DROP INDEX events_status;
 """
@@ -73,7 +77,11 @@ DROP INDEX events_status;
 # writes `shown_status` itself.)
 _FOLLOW = f"UPDATE events SET shown_status = {OPERATIONS_STATUS.format(event_id='NEW.event_id')}"
 SQLITE_SHOWN_STATUS = (
-    SHOWN_STATUS
+    SHOWN_STATUS.format(
+        computed=OPERATIONS_STATUS.format(event_id="events.id"),
+        amount="json_extract(data, '$.amount')",
+        currency="json_extract(data, '$.currency')",
+    )
     + f"""
 CREATE TRIGGER events_follow_new_operation AFTER INSERT ON operations WHEN NEW.event_id IS NOT NULL
 BEGIN
@@ -90,7 +98,11 @@ END
 # statement of its own after taking the event's row lock, so the second one waits for the first to commit
 # and then sees its operation (computed under the trigger's first snapshot, it would not).
 POSTGRES_SHOWN_STATUS = (
-    SHOWN_STATUS
+    SHOWN_STATUS.format(
+        computed=OPERATIONS_STATUS.format(event_id="events.id"),
+        amount="(data::json #>> '{amount}')",
+        currency="(data::json #>> '{currency}')",
+    )
     + f"""
 CREATE FUNCTION events_follow_operation() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
