@@ -11,7 +11,9 @@ rate limit lifted, `max_concurrency: 64`). Each HTTP target gets the same signed
 1. request rate: wrk (Debian's package, installed if missing), one thread, `--connections`, `--seconds`;
 2. answer latency at a fixed rate: an open-loop aiohttp generator (Debian has no wrk2) that sends on a
    fixed schedule and measures each answer from the moment it was *due*, so a stalled server cannot
-   hide its queue (no coordinated omission);
+   hide its queue (no coordinated omission); for SQLite, once more into `serve --no-worker` on a fresh
+   store (ingest alone), and the fsync latency of the store's disk is printed beside the machine, since
+   every answer waits for its commit's fsync;
 3. backlog drain (bridge only): from the end of the wrk run until every stored sale is at Partnero,
    transactions per second, then exactly-once checked (stand-in transactions == distinct keys ==
    stored sales);
@@ -162,7 +164,9 @@ def start_uvicorn_app(procs: Processes, app: str, env: dict[str, str]) -> tuple[
     return proc, url
 
 
-def start_bridge(procs: Processes, workdir: Path, store: str, partnero: StandIn) -> tuple[subprocess.Popen[bytes], str]:
+def start_bridge(
+    procs: Processes, workdir: Path, store: str, partnero: StandIn, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config = {
         "store": store,
@@ -191,6 +195,7 @@ def start_bridge(procs: Processes, workdir: Path, store: str, partnero: StandIn)
             str(port),
             "--log-level",
             "INFO",
+            *extra,
         ],
     )
     url = f"http://127.0.0.1:{port}"
@@ -437,6 +442,7 @@ class BridgeRun:
     peak_rss_mb: float
     cpu_load: float  # CPU seconds of the bridge per second of the wrk run (1.0 = one core)
     cpu_drain: float
+    fixed_no_worker: FixedRateResult | None = None  # the same fixed rate into `serve --no-worker`
     notes: list[str] = field(default_factory=list)
 
 
@@ -517,6 +523,9 @@ def measure_bridge(
             cpu_load,
             cpu_drain,
         )
+        if store_name == "sqlite":
+            procs.kill(proc)
+            run.fixed_no_worker = fixed_rate_without_worker(procs, workdir, standin, fixed_bodies, args)
         if load.requests > args.bodies:
             run.notes.append(
                 f"wrk sent {load.requests} requests but only {args.bodies} distinct bodies: raise --bodies"
@@ -524,6 +533,39 @@ def measure_bridge(
         return run
     finally:
         procs.kill(proc)
+
+
+def fixed_rate_without_worker(
+    procs: Processes, workdir: Path, standin: StandIn, bodies: list[tuple[str, bytes]], args: argparse.Namespace
+) -> FixedRateResult:
+    """The fixed-rate run into ingest alone (`serve --no-worker`, a fresh SQLite store): the latency the
+    durable insert and the HTTP path allow before the worker shares the process."""
+    alone = workdir / "no-worker"
+    alone.mkdir()
+    proc, url = start_bridge(procs, alone, f"sqlite:///{alone / 'bridge.db'}", standin, ("--no-worker",))
+    try:
+        return run_fixed_rate(url, bodies, args.rate, args.connections)
+    finally:
+        procs.kill(proc)
+
+
+def fsync_ms(directory: Path, rounds: int = 200) -> tuple[float, float]:
+    """p50 and p99 of one 4 KiB write + fsync in `directory`: every SQLite commit waits for one, and a
+    webhook's answer waits for its commit (`synchronous=FULL`)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    took = []
+    try:
+        for _ in range(rounds):
+            os.write(fd, b"x" * 4096)
+            started = time.perf_counter()
+            os.fsync(fd)
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    took.sort()
+    return took[len(took) // 2], took[int(len(took) * 0.99) - 1]
 
 
 # --- the report -----------------------------------------------------------------------------------------
@@ -551,10 +593,16 @@ def verdict(ok: bool) -> str:
 
 
 def report(
-    bare: WrkResult, bare_fixed: FixedRateResult, naive: WrkResult, bridges: list[BridgeRun], args: argparse.Namespace
+    bare: WrkResult,
+    bare_fixed: FixedRateResult,
+    naive: WrkResult,
+    bridges: list[BridgeRun],
+    args: argparse.Namespace,
+    fsync: tuple[float, float],
 ) -> str:
     lines = [
         f"machine: {machine()}",
+        f"fsync of 4 KiB where the store lives: p50 {fsync[0]:.2f} ms, p99 {fsync[1]:.2f} ms",
         f"wrk: 1 thread, {args.connections} connections, {args.seconds} s; fixed rate: {args.rate:.0f}/s for "
         f"{args.rate_seconds} s (open-loop aiohttp generator); Partnero stand-in 20 ms (naive: 100 ms)",
         "",
@@ -610,6 +658,12 @@ def report(
         drain_ratio = pg.drain_per_s / sqlite_run.drain_per_s if sqlite_run.drain_per_s else 0.0
         lines.append(f"| PostgreSQL vs SQLite, ingest | ≥ 0.6 | {ingest:.2f} | {verdict(ingest >= 0.6)} |")
         lines.append(f"| PostgreSQL vs SQLite, drain | ≥ 0.6 | {drain_ratio:.2f} | {verdict(drain_ratio >= 0.6)} |")
+    if sqlite_run.fixed_no_worker is not None:
+        alone = sqlite_run.fixed_no_worker
+        lines.append(
+            f"| p99 at {args.rate:.0f}/s, worker off (`serve --no-worker`) | ≤ {GOALS['p99_fixed_ms']:.0f} ms "
+            f"| {alone.p99_ms:.1f} ms | {verdict(alone.p99_ms <= GOALS['p99_fixed_ms'])} |"
+        )
     for b in bridges:
         lines += [f"note ({b.store_name}): {n}" for n in b.notes]
     return "\n".join(lines)
@@ -668,7 +722,7 @@ def main() -> None:
                     bridges.append(
                         measure_bridge(procs, wrk, tmp, "postgresql", url, fresh, requests_file, fixed_bodies, args)
                     )
-            print(report(bare, bare_fixed, naive, bridges, args))
+            print(report(bare, bare_fixed, naive, bridges, args, fsync_ms(tmp)))
         except BaseException:
             for log in sorted(tmp.glob("*.log")) + sorted(tmp.glob("*/*.log")):
                 print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)

@@ -1,16 +1,11 @@
-"""The HTTP side: `POST /webhooks/{endpoint}` ingest, health and readiness.
-
-The ingest handler reads as the whole story: find the endpoint → read the body within the limit →
-verify the signature → store the call durably → answer 200 and wake the worker. Parsing and delivery
-happen later, in the worker, on the stored call.
-"""
+"""The HTTP side: `POST /webhooks/{endpoint}` ingest (bridge/ingest.py) in front of the sign-up relay,
+the checkout script, health, readiness and the mounted console."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import time
-from urllib.parse import parse_qsl, urlencode
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -18,119 +13,23 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from bridge.checkout import render_script
-from bridge.config import Config, Endpoint
+from bridge.config import Config
 from bridge.console import mounted_routes
 from bridge.delivery import Worker
-from bridge.hardening import NoSniff, bearer_token, client_disconnected, safe_delivery_id
+from bridge.hardening import NoSniff, bearer_token, client_disconnected
+from bridge.ingest import BodyTooLarge, WebhookIngest, read_body
 from bridge.metrics import record_ingest
 from bridge.signups import SIGNUP_ENDPOINT, SignupRequest, first_error
 from bridge.store.base import Store
-from providers.base import AcknowledgeOnly, SignatureError, WebhookRequest, body_hash
+from providers.base import body_hash
 
 log = logging.getLogger("bridge.app")
 
-# never stored: they carry credentials (Gumroad's Basic auth) or the caller's session
-_UNSTORED_HEADERS = {"authorization", "cookie", "proxy-authorization"}
 
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing past `limit` bytes without buffering the rest."""
-    declared = request.headers.get("content-length")
-    # a length with more digits than any body we take is too large without converting it
-    if (
-        declared is not None
-        and declared.isascii()
-        and declared.isdigit()
-        and (len(declared) > 12 or int(declared) > limit)
-    ):
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def stored_query(query_string: str, secrets: tuple[str, ...]) -> str:
-    """The query string with any parameter equal to a configured secret (Gumroad's `?token=`) redacted."""
-    pairs = parse_qsl(query_string, keep_blank_values=True)
-    return urlencode([(k, "[redacted]" if v in secrets else v) for k, v in pairs])
-
-
-def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette:
-    async def ingest(request: Request) -> Response:
-        started = time.perf_counter()
-        name = request.path_params["endpoint"]
-        endpoint = config.endpoints.get(name)
-        if endpoint is None:
-            return _answer(404, "unknown endpoint", name, started)
-        if worker is None:
-            return await _ingest(request, endpoint, started)
-        with worker.answering():
-            return await _ingest(request, endpoint, started)
-
-    async def _ingest(request: Request, endpoint: Endpoint, started: float) -> Response:
-        name = endpoint.name
-        try:
-            body = await read_body(request, config.server.max_body_bytes)
-        except BodyTooLarge:
-            return _answer(413, f"body over {config.server.max_body_bytes} bytes", name, started)
-        webhook = WebhookRequest(
-            method=request.method,
-            path=request.url.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            query_string=request.url.query,
-        )
-        try:
-            await endpoint.adapter.authenticate(webhook, time.time())
-        except SignatureError as exc:
-            return _answer(401, str(exc), name, started)
-        except AcknowledgeOnly as exc:
-            return _answer(200, f"acknowledged: {exc}", name, started)
-        duplicate = await _store(endpoint, webhook)
-        if duplicate is None:
-            # the provider must try again: 503 is a retry signal everywhere (Gumroad retries no 4xx)
-            return _answer(503, "storage unavailable, retry later", name, started)
-        if worker is not None and not duplicate:
-            worker.wake()
-        return _answer(200, "duplicate" if duplicate else "stored", name, started)
-
-    async def _store(endpoint: Endpoint, webhook: WebhookRequest) -> bool | None:
-        try:
-            delivery_id = safe_delivery_id(endpoint.adapter.delivery_id(webhook))
-        except Exception:
-            delivery_id = body_hash(webhook.body)
-        headers = {k: v for k, v in webhook.headers.items() if k not in _UNSTORED_HEADERS}
-        query = stored_query(webhook.query_string, endpoint.adapter.secrets)
-        received_at = time.time()
-        try:
-            _, is_new = await store.run(
-                lambda tx: tx.insert_call(
-                    endpoint.name,
-                    delivery_id,
-                    received_at,
-                    webhook.method,
-                    webhook.path,
-                    query,
-                    headers,
-                    webhook.body,
-                ),
-                urgent=True,  # the provider waits on this answer; recording and delivery can wait
-            )
-        except Exception:
-            log.exception("storing a call for %s failed", endpoint.name)
-            return None
-        return not is_new
-
+def create_app(config: Config, store: Store, worker: Worker | None) -> ASGIApp:
     async def signup(request: Request) -> Response:
         """The sign-up relay: bearer token → body within the limit → validated → stored → 202."""
         started = time.perf_counter()
@@ -141,7 +40,7 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
         if given is None or not hmac.compare_digest(given.encode(), settings.token.encode()):
             return _answer(401, "missing or wrong bearer token", "signups", started)
         try:
-            body = await read_body(request, config.server.max_body_bytes)
+            body = await read_body(request.receive, request.headers.get("content-length"), config.server.max_body_bytes)
         except BodyTooLarge:
             return _answer(413, f"body over {config.server.max_body_bytes} bytes", "signups", started)
         try:
@@ -181,9 +80,8 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
             return PlainTextResponse("ready")
         return PlainTextResponse("store unreachable", status_code=503)
 
-    return Starlette(
+    rest = Starlette(
         routes=[
-            Route("/webhooks/{endpoint}", ingest, methods=["POST"]),
             Route("/signups", signup, methods=["POST"]),
             Route("/partnero-checkout.js", checkout_script, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -194,6 +92,7 @@ def create_app(config: Config, store: Store, worker: Worker | None) -> Starlette
         middleware=[Middleware(NoSniff)],
         exception_handlers={ClientDisconnect: client_disconnected},
     )
+    return WebhookIngest(config, store, worker, rest)
 
 
 def _answer(status: int, reason: str, endpoint: str, started: float) -> Response:

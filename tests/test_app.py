@@ -13,9 +13,10 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from bridge.app import create_app, stored_query
+from bridge.app import create_app
 from bridge.config import Config, DeliverySettings, Endpoint, EndpointSettings, PartneroSettings, ServerSettings
 from bridge.events import NormalizedEvent
+from bridge.ingest import stored_query
 from bridge.store.base import Store, StoredCall
 from bridge.store.sqlite import SQLiteStore
 from providers.base import AcknowledgeOnly, AdapterOptions, ProviderAdapter, SignatureError, WebhookRequest
@@ -99,6 +100,29 @@ def test_credentials_are_not_stored(client: tuple[TestClient, SQLiteStore]) -> N
     assert call.headers["x-extra"] == "kept"
     assert call.body == b'{"a":1}'
     assert call.received_at <= time.time()
+
+
+def test_the_webhook_path_answers_as_a_route_would(client: tuple[TestClient, SQLiteStore]) -> None:
+    """The webhook path is served below Starlette (bridge/ingest.py); its answers keep a route's shape."""
+    http, store = client
+    wrong_method = http.get("/webhooks/shop")
+    assert (wrong_method.status_code, wrong_method.headers["allow"]) == (405, "POST")
+    assert http.post("/webhooks/shop/extra", content=b"{}", headers={"x-token": "tok-123456"}).status_code == 404
+    assert http.post("/webhooks/", content=b"{}").status_code == 404
+    acknowledged = http.post("/webhooks/shop", content=b"{}", headers={"x-ping": '1 "quoted"'})
+    assert acknowledged.json() == {"status": "acknowledged: creation ping"}
+    for response in (
+        wrong_method,
+        acknowledged,
+        http.post("/webhooks/nope", content=b"{}"),
+        http.post("/webhooks/shop", content=b"{}", headers={"x-token": "wrong"}),
+        http.post("/webhooks/shop", content=b"x" * 4096, headers={"x-token": "tok-123456"}),
+        http.post("/webhooks/shop", content=b"{}", headers={"x-token": "tok-123456"}),
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["content-length"] == str(len(response.content))
+    assert response.headers["content-type"] == "application/json"
+    assert len(_calls(store)) == 1
 
 
 def test_health_and_readiness(client: tuple[TestClient, SQLiteStore]) -> None:

@@ -160,6 +160,24 @@ def test_stalled_requests_are_closed_and_nothing_is_stored(bridge: Callable[...,
     assert "Traceback" not in logs and "ClientDisconnect" not in logs
 
 
+def test_each_request_on_a_kept_alive_connection_gets_its_own_arrival_time(
+    bridge: Callable[..., BridgeProcess],
+) -> None:
+    """One timer serves a connection's requests in turn (bridge/limits.py): a request that starts late in
+    the first one's window is still given its full time, and still closed when it stalls."""
+    process = bridge({"request_timeout_seconds": 1, "keep_alive_seconds": 30})
+    with connect(process) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while not reply.endswith(b"ok"):
+            reply += sock.recv(65536)
+        time.sleep(0.6)  # the client's pause: the timer armed at connect falls due 0.4 s into the next request
+        sock.sendall(b"POST /webhooks/polar HTTP/1.1\r\nHost: x\r\nContent-Le")
+        started = time.monotonic()
+        assert answer(sock).startswith(b"HTTP/1.1 408 ")
+        assert 0.9 < time.monotonic() - started < 3
+
+
 def test_idle_keep_alive_connections_close(bridge: Callable[..., BridgeProcess]) -> None:
     process = bridge({"keep_alive_seconds": 1})
     with connect(process) as sock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -687,6 +688,39 @@ def test_urgent_work_goes_ahead_of_the_queued_rest_on_sqlite(tmp_path: Path) -> 
 
     run(scenario())
     assert ran[0] == "urgent" and ran[1:] == [f"queued-{n}" for n in range(50)]
+
+
+def test_urgent_work_is_committed_in_groups_and_a_failing_piece_fails_alone(engine: StoreFactory) -> None:
+    """A burst of webhooks' inserts shares transactions (PostgreSQL: one per insert was most of ingest's
+    cost), yet a piece that fails takes none of its group with it: the rest are stored and answered."""
+
+    def insert(n: int) -> Callable[[Transaction], tuple[int, bool]]:
+        return lambda tx: tx.insert_call("ep", f"d{n}", time.time(), "POST", "/", "", {}, b"{}")
+
+    def failing(tx: Transaction) -> tuple[int, bool]:
+        insert(-1)(tx)  # written, then undone with the failure
+        raise RuntimeError("this piece fails")
+
+    def transaction_id(tx: Transaction) -> str:
+        conn: Any = tx.conn  # type: ignore[attr-defined]
+        if isinstance(conn, sqlite3.Connection):
+            return "sqlite"  # one writer: every batch is one transaction by construction
+        return str(conn.execute("SELECT txid_current()").fetchone()[0])
+
+    async def body(store: Store) -> tuple[list[Any], list[str], int]:
+        pieces: list[Callable[[Transaction], Any]] = [insert(n) for n in range(200)]
+        pieces.insert(100, failing)
+        outcomes = await asyncio.gather(*(store.run(p, urgent=True) for p in pieces), return_exceptions=True)
+        ids = await asyncio.gather(*(store.run(transaction_id, urgent=True) for _ in range(100)))
+        stored = await store.run(lambda tx: len(tx.received_calls(1000)))
+        return outcomes, ids, stored
+
+    outcomes, ids, stored = run(_with_store(engine, body))
+    assert isinstance(outcomes[100], RuntimeError)
+    rest = outcomes[:100] + outcomes[101:]
+    assert all(isinstance(o, tuple) and o[1] is True for o in rest), rest
+    assert stored == 200  # every insert but the failing piece's own
+    assert len(set(ids)) < len(ids) / 2, "urgent work ran one transaction per piece"
 
 
 # --- the status an operator sees, stored on the event (migration 6) -------------------------------------------

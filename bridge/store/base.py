@@ -434,7 +434,9 @@ class Store(Protocol):
     async def ping(self) -> bool: ...
     async def run(self, work: Callable[[Transaction], T], *, urgent: bool = False) -> T:
         """`work` in a transaction of its own (SQLite: in the writer's next group commit). `urgent` work — a
-        webhook's insert, which a provider waits on — goes ahead of the rest and never waits for a slot."""
+        webhook's insert, which a provider waits on — goes ahead of the rest and never waits for a slot;
+        PostgreSQL commits urgent work in groups, and runs a piece again alone when its group failed, so
+        urgent work must be plain statements with no effect outside the transaction."""
         ...
 
     async def run_each(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import fcntl
 import os
 import queue
@@ -35,6 +34,7 @@ from bridge.store.migrations import (
     statements,
 )
 from bridge.store.sql import SQLITE, SQLTransaction
+from bridge.store.waiters import Waiter, resolve
 
 T = TypeVar("T")
 
@@ -215,11 +215,11 @@ class SQLiteStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[tuple[Callable[[Transaction], Any], _Waiter] | object | None] = (
+        self._queue: queue.SimpleQueue[tuple[Callable[[Transaction], Any], Waiter] | object | None] = (
             queue.SimpleQueue()
         )
         # work that must not wait behind the queue (`run(urgent=True)`: a webhook's insert)
-        self._urgent: collections.deque[tuple[Callable[[Transaction], Any], _Waiter]] = collections.deque()
+        self._urgent: collections.deque[tuple[Callable[[Transaction], Any], Waiter]] = collections.deque()
         self._thread: threading.Thread | None = None
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
@@ -360,7 +360,7 @@ class SQLiteStore:
             first = self._queue.get()
             if first is None:
                 break
-            batch: collections.deque[tuple[Callable[[Transaction], Any], _Waiter]] = collections.deque()
+            batch: collections.deque[tuple[Callable[[Transaction], Any], Waiter]] = collections.deque()
             if isinstance(first, tuple):
                 batch.append(first)
             while True:
@@ -380,7 +380,7 @@ class SQLiteStore:
         self,
         conn: sqlite3.Connection,
         tx: SQLTransaction,
-        batch: collections.deque[tuple[Callable[[Transaction], Any], _Waiter]],
+        batch: collections.deque[tuple[Callable[[Transaction], Any], Waiter]],
     ) -> None:
         """Run `batch` under as few commits as urgent work allows. Each commit takes the urgent work waiting
         (a webhook's insert) first, then the batch's pieces in order — all of them, unless urgent work is
@@ -388,8 +388,8 @@ class SQLiteStore:
         work goes next, so an insert never waits behind a long round of recording. Every commit takes at
         least one piece of the batch, so a stream of webhooks never stops the rest."""
         while batch or self._urgent:
-            done: list[_Waiter] = []
-            results: list[tuple[_Waiter, Any, BaseException | None]] = []
+            done: list[Waiter] = []
+            results: list[tuple[Waiter, Any, BaseException | None]] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 while self._urgent:
@@ -404,17 +404,17 @@ class SQLiteStore:
                 # the commit itself failed: nothing in this batch is durable, so nobody may be told it is
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                _resolve([(waiter, None, exc) for waiter in done])
+                resolve([(waiter, None, exc) for waiter in done])
                 continue
-            _resolve(results)
+            resolve(results)
 
     @staticmethod
     def _run_piece(
         conn: sqlite3.Connection,
         tx: SQLTransaction,
-        item: tuple[Callable[[Transaction], Any], _Waiter],
-        done: list[_Waiter],
-        results: list[tuple[_Waiter, Any, BaseException | None]],
+        item: tuple[Callable[[Transaction], Any], Waiter],
+        done: list[Waiter],
+        results: list[tuple[Waiter, Any, BaseException | None]],
     ) -> None:
         work, waiter = item
         done.append(waiter)
@@ -433,36 +433,3 @@ class SQLiteStore:
 # with urgent work waiting, a commit of queued work ends after the piece running past this
 URGENT_AFTER_SECONDS = 0.002
 _URGENT = object()  # put in the queue to wake the writer for urgent work
-
-
-# who waits for a piece of work: an event loop's future, or a thread's (`run_sync`)
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"] | Future[Any]
-
-
-def _resolve(results: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
-    """Hand every outcome of a batch to its waiter, waking each event loop once per batch rather than once
-    per piece of work: under load a wake-up per request (a write to the loop's self-pipe and a pass of
-    the loop) cost more than the insert it reported."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
-    for waiter, value, error in results:
-        if isinstance(waiter, Future):
-            if error is not None:
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(value)
-        else:
-            loop, future = waiter
-            by_loop.setdefault(loop, []).append((future, value, error))
-    for loop, outcomes in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left waiting
-            loop.call_soon_threadsafe(_settle, outcomes)
-
-
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, error in outcomes:
-        if future.cancelled():
-            continue  # the caller stopped waiting (a client hung up); the work itself is done or undone
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
