@@ -76,7 +76,11 @@ def fill(path: Path, events: int, now: float) -> dict[str, str]:
                 "customer": {"email": email},
                 "attribution": {"rule": "cookie", "partner": "p1"},
             }
-            evs.append((n, n, ENDPOINT, 0, "sale", "order_created", key, json.dumps(data), customer, "queued", n, at))
+            # the status shown is the one operation's, amount and currency the data's, as migration 6 stores them
+            evs.append(
+                (n, n, ENDPOINT, 0, "sale", "order_created", key, json.dumps(data), customer, "queued", n, at, status,
+                 data["amount"], data["currency"])
+            )  # fmt: skip
             request = json.dumps({"key": key, "amount": "19.99", "amount_units": "USD", "customer": {"key": customer}})
             reason = "created" if status == "delivered" else "rejected 422: bench" if status == "dead" else None
             next_at = now + YEAR if status == "pending" else at
@@ -104,7 +108,8 @@ def fill(path: Path, events: int, now: float) -> dict[str, str]:
         )
         conn.executemany(
             "INSERT INTO events (id, call_id, endpoint, seq, kind, event_type, transaction_key, data, customer_key,"
-            " status, operation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " status, operation_id, created_at, shown_status, amount, currency)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             evs,
         )
         conn.executemany(
@@ -233,7 +238,8 @@ def main() -> None:
                 ("events ?q= delivery id", f"/admin/events?q={s['delivery']}"),
                 ("events ?status=dead", "/admin/events?status=dead"),
                 ("events ?status=pending", "/admin/events?status=pending"),
-                ("events ?status=skipped (none: every event read)", "/admin/events?status=skipped"),
+                ("events ?status=skipped (no event has it)", "/admin/events?status=skipped"),
+                ("events ?status=delivered", "/admin/events?status=delivered"),
                 ("events ?status=delivered, page 50", "/admin/events?status=delivered&page=50"),
                 ("events ?since=7d", "/admin/events?since=7d"),
                 ("events ?q= nothing matches", "/admin/events?q=no-such-key"),

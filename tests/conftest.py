@@ -8,6 +8,7 @@ import pytest
 
 from tests.bridge_process import BridgeProcess
 from tests.partnero_server import PartneroServer
+from tests.postgres_kit import throwaway_schema
 
 FAST_DELIVERY = {
     "max_attempts": 6,
@@ -22,6 +23,16 @@ FAST_DELIVERY = {
 def partnero() -> Iterator[PartneroServer]:
     with PartneroServer() as server:
         yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh store of each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/bridge.db"
+        return
+    with throwaway_schema() as url:
+        yield url
 
 
 @pytest.fixture

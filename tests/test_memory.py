@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,19 +12,9 @@ from bridge.config import ConfigError, parse_config
 from bridge.store.base import Remembered
 from tests.inprocess_kit import LedgerBridge, fixture
 from tests.partnero_server import PartneroServer
-from tests.postgres_kit import throwaway_schema
 
 AFTER_THE_MOVE = 1_775_000_000_000  # Creem's event time (ms): April 2026, after every Lemon Squeezy order here
 KEYS = ["metadata.user_id", "known:customer_id", "known:email", "email"]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/bridge.db"
-        return
-    with throwaway_schema() as url:
-        yield url
 
 
 @pytest.fixture

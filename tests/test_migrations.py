@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bridge.store import postgres, sqlite
-from bridge.store.migrations import MigrationError
+from bridge.store.base import EventFilter, OpStatus, Store
+from bridge.store.migrations import MigrationError, statements
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SQLiteStore
 from tests.bridge_process import ROOT
@@ -103,3 +106,86 @@ def test_migrate_command(tmp_path: Path) -> None:
 
     assert migrate() == f"applied migrations {list(range(1, len(sqlite.MIGRATIONS) + 1))}"
     assert migrate() == "the store is at the current schema version"
+
+
+# events stored by a bridge before migration 6, each with the status the console computed for it then
+OLD_EVENTS = {
+    "delivered": ("queued", ["delivered"]),
+    "dead": ("queued", ["delivered", "dead"]),
+    "pending": ("queued", ["delivered", "pending"]),
+    "skipped": ("queued", ["skipped"]),
+    "no operation yet": ("queued", []),
+    "duplicate": ("duplicate", []),
+    "ignored": ("ignored", ["skipped"]),
+}
+SHOWN_AFTER_MIGRATION_6 = {
+    "delivered": "delivered",
+    "dead": "dead",
+    "pending": "pending",
+    "skipped": "skipped",
+    "no operation yet": "skipped",
+    "duplicate": "duplicate",
+    "ignored": "ignored",
+}
+
+
+def _old_events(execute: Callable[[str], object]) -> None:
+    """The rows of OLD_EVENTS, written as migration 5's schema holds them (literal SQL for both engines)."""
+    execute(OLD_CALL.replace("?", "NULL"))
+    op = 0
+    for n, (name, (own, operations)) in enumerate(OLD_EVENTS.items(), start=1):
+        data = json.dumps({"amount": f"1.{n}", "currency": "EUR"})
+        execute(
+            "INSERT INTO events (call_id, endpoint, seq, kind, event_type, transaction_key, data, status, created_at)"
+            f" VALUES (1, 'shop', {n}, 'sale', '{name}', 'k{n}', '{data}', '{own}', 1.0)"
+        )
+        for status in operations:
+            op += 1
+            execute(
+                "INSERT INTO operations (scope, op_key, action, transaction_key, target_key, event_id, endpoint,"
+                f" request, status, next_attempt_at, created_at, updated_at) VALUES ('p', 'create:k{n}~{op}',"
+                f" 'create', 'k{n}', 'k{n}~{op}', {n}, 'shop', '{{}}', '{status}', 1.0, 1.0, 1.0)"
+            )
+
+
+async def _shown_after_the_upgrade(store: Store) -> dict[str, str]:
+    await store.open()  # migrates at start
+    try:
+        shown = {e.event_type: e.status for e in await store.run(lambda tx: tx.list_events(EventFilter()))}
+        # the amount the overview books (the delivered sale's), copied from the event's data
+        booked = [(r.amount, r.currency) for r in await store.run(lambda tx: tx.day_rows(0.0)) if r.amount]
+        assert booked == [("1.1", "EUR")]
+        # and from now on the triggers keep it: the skipped sale's operation is sent after all
+        [op] = await store.run(lambda tx: tx.operations_of_event(4))
+        await store.run(lambda tx: tx.update_operation(op.id, 2.0, status=OpStatus.DELIVERED))
+        [moved] = await store.run(lambda tx: tx.list_events(EventFilter(status="delivered", q="k4")))
+        assert moved.event_type == "skipped"
+        return shown
+    finally:
+        await store.close()
+
+
+def test_migration_6_stores_the_status_each_event_showed_on_sqlite(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    SQLiteStore.migrate(conn, sqlite.MIGRATIONS[:5])
+    _old_events(conn.execute)
+    conn.close()
+    assert asyncio.run(_shown_after_the_upgrade(SQLiteStore(path))) == SHOWN_AFTER_MIGRATION_6
+
+
+def test_migration_6_stores_the_status_each_event_showed_on_postgresql() -> None:
+    with throwaway_schema() as url:
+        old = PostgresStore(url, pool_size=2)
+        old._pool.open(wait=True)
+        old.migrate(postgres.MIGRATIONS[:5])
+        old.run_sync(lambda tx: _old_events(tx.conn.execute))  # type: ignore[attr-defined]
+        asyncio.run(old.close())
+        assert asyncio.run(_shown_after_the_upgrade(PostgresStore(url, pool_size=2))) == SHOWN_AFTER_MIGRATION_6
+
+
+def test_released_migrations_split_into_the_same_statements_as_before() -> None:
+    """Migration 6 brought trigger and function bodies, whose `;` end no statement; the scripts already
+    released must still run statement for statement as they did."""
+    for script in (*sqlite.MIGRATIONS[:5], *postgres.MIGRATIONS[:5]):
+        assert statements(script) == [part for part in script.split(";") if part.strip()]

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
 from bridge.store.base import (
     Attempt,
     CallStatus,
+    DayRow,
+    EventFilter,
     NewOperation,
     OpStatus,
     Payment,
@@ -25,6 +28,7 @@ from bridge.store.base import (
 )
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SQLiteStore, path_from_url
+from tests.partnero_server import PartneroServer
 from tests.postgres_kit import throwaway_schema
 
 T = TypeVar("T")
@@ -376,12 +380,21 @@ def test_a_second_serve_process_on_the_same_sqlite_file_refuses_to_start(tmp_pat
         first.kill()
 
 
+def _wait_until_blocked(url: str) -> None:
+    """Until a transaction on this PostgreSQL server really waits for a lock another one holds."""
+    import psycopg
+
+    deadline = time.monotonic() + 10
+    with psycopg.connect(url) as conn:
+        while conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
 def test_cancelling_an_unsent_operation_loses_to_a_claim_committing_at_the_same_moment() -> None:
     """Found by the scale-out run: a partial refund recorded by one process cancelled a sale another
     process had just claimed and was sending, so the sale stayed live at full price."""
     import threading
-
-    import psycopg
 
     with throwaway_schema() as url:
         store = PostgresStore(url, pool_size=4)
@@ -404,12 +417,7 @@ def test_cancelling_an_unsent_operation_loses_to_a_claim_committing_at_the_same_
                 target=lambda: cancelled.append(store.run_sync(lambda tx: tx.cancel_unsent_operation(op_id, now, "x")))
             )
             canceller.start()
-            deadline = time.monotonic() + 10
-            with psycopg.connect(url) as conn:
-                # wait until the cancel is really blocked on the claim's row lock
-                while conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
-                    assert time.monotonic() < deadline
-                    time.sleep(0.01)
+            _wait_until_blocked(url)  # the cancel, on the claim's row lock
             release.set()
             claimer.join(10)
             canceller.join(10)
@@ -520,13 +528,85 @@ def test_overview_counts_queue_and_day_rows(engine: StoreFactory) -> None:
         )
         assert stats.oldest_pending_at == 3000.0
         rows = await store.run(lambda tx: tx.day_rows(0.0))
-        assert [(r.kind, r.status, r.amount, r.currency) for r in rows] == [
-            ("sale", "delivered", "10.50", "EUR"),
-            ("sale", "dead", "10.50", "EUR"),
-            ("refund", "pending", "10.50", "EUR"),
+        # per day; the amount only where the chart books it (delivered sales)
+        assert rows == [
+            DayRow(0.0, "shop", "sale", "delivered", "10.50", "EUR", 1),
+            DayRow(0.0, "shop", "sale", "dead", None, None, 1),
+            DayRow(0.0, "shop", "refund", "pending", None, None, 1),
         ]
 
     run(_with_store(engine, body))
+
+
+def test_the_chart_counted_per_day_equals_the_chart_counted_event_by_event(engine: StoreFactory) -> None:
+    """The overview's chart from `day_rows` (grouped in the engine) must be what it was when every event of
+    the fortnight came back as a row of its own: counts, booked amounts (exact, in the order the currencies
+    first appear), events on the window's edges and at midnight, amounts the chart cannot read."""
+    import random
+
+    from bridge.console.chart import per_endpoint
+    from bridge.store.base import EventStatus, NewEvent
+    from bridge.store.sql import SQLTransaction
+
+    rng = random.Random(14)
+    now = 1_780_000_000.0
+    midnights = [(int(now // 86400) - d) * 86400.0 for d in range(15)]
+
+    def fill(tx: Transaction) -> None:
+        for n in range(400):
+            at = rng.choice([now - rng.uniform(0, 16 * 86400), rng.choice(midnights) + rng.choice((-1e-6, 0.0, 1e-6))])
+            call_id, _ = tx.insert_call(rng.choice(("a", "b")), f"d{n}", at, "POST", "/", "", {}, b"{}")
+            data: dict[str, Any] = {
+                "amount": rng.choice(["19.99", "20", "20.00", "0.10", None, "bad", 7, 19.5]),
+                "currency": rng.choice(["USD", "EUR", "EUR", None, ""]),
+            }
+            kind = rng.choice(("sale", "sale", "sale", "refund", "dispute", "ignored"))
+            own = rng.choice((EventStatus.QUEUED, EventStatus.QUEUED, EventStatus.DUPLICATE))
+            event = NewEvent(call_id, rng.choice(("a", "b")), 0, kind, "t", f"k{n}", data, None, own)
+            event_id = tx.insert_event(event, at)
+            if own is EventStatus.QUEUED:
+                status = rng.choice((OpStatus.DELIVERED, OpStatus.DELIVERED, OpStatus.DEAD, OpStatus.PENDING))
+                tx.insert_operation(replace(_op("create", f"k{n}"), status=status, event_id=event_id), at)
+        # one day on which the currency met first sorts last, by name and by amount
+        for n, (amount, currency) in enumerate((("9.99", "USD"), ("1.00", "EUR"))):
+            at = midnights[1] + 3600 * (n + 1)
+            call_id, _ = tx.insert_call("c", f"c{n}", at, "POST", "/", "", {}, b"{}")
+            data = {"amount": amount, "currency": currency}
+            event_id = tx.insert_event(
+                NewEvent(call_id, "c", 0, "sale", "t", f"c{n}", data, None, EventStatus.QUEUED), at
+            )
+            tx.insert_operation(replace(_op("create", f"c{n}"), status=OpStatus.DELIVERED, event_id=event_id), at)
+
+    def event_by_event(tx: Transaction, since: float) -> list[DayRow]:
+        # the overview's query before it counted per day: one row per event, oldest first
+        amount, currency = _json(tx, "amount"), _json(tx, "currency")
+        sql = cast(SQLTransaction, tx)
+        rows = sql._x(
+            f"SELECT e.created_at, e.endpoint, e.kind, e.shown_status, {amount}, {currency} FROM events e"
+            " WHERE e.created_at >= ? AND e.kind IN ('sale', 'refund', 'dispute') ORDER BY e.created_at, e.id",
+            (since,),
+        ).fetchall()
+        return [DayRow(float(r[0]), r[1], r[2], r[3], None if r[4] is None else str(r[4]), r[5]) for r in rows]
+
+    async def body(store: Store) -> None:
+        await store.run(fill)
+        for days in (14, 3):
+            since = now - days * 86400
+            grouped = await store.run(lambda tx, since=since: tx.day_rows(since))
+            single = await store.run(lambda tx, since=since: event_by_event(tx, since))
+            assert len(grouped) < len(single)
+            expected = [s.as_json() for s in per_endpoint(single, now, days)]
+            # as the JSON twin writes it: in its order of keys (dicts compare equal in any order)
+            assert json.dumps([s.as_json() for s in per_endpoint(grouped, now, days)]) == json.dumps(expected)
+            assert any(s["booked"] for s in expected)
+
+    run(_with_store(engine, body))
+
+
+def _json(tx: Transaction, field: str) -> str:
+    from bridge.store.sql import SQLTransaction
+
+    return cast(SQLTransaction, tx).dialect.json_text("e.data", (field,))
 
 
 def test_a_new_sqlite_store_is_private_to_its_user(tmp_path: Path) -> None:
@@ -574,12 +654,23 @@ def test_the_operators_searches_are_index_look_ups_on_sqlite(tmp_path: Path) -> 
         return execute(sql, params)
 
     tx._x = capture  # type: ignore[method-assign]
-    for flt in (EventFilter(q="lemonsqueezy:order:102"), EventFilter(status="dead"), EventFilter(status="pending")):
+    searches = [EventFilter(q="lemonsqueezy:order:102")]
+    # every status, also those computed from the operations (delivered, skipped): the stored status's index
+    searches += [EventFilter(status=s) for s in ("dead", "pending", "delivered", "skipped", "duplicate", "ignored")]
+    for flt in searches:
         captured.clear()
         tx.list_events(flt)
         [(sql, params)] = captured
         plan = " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
         assert "SCAN e" not in plan and "SCAN events" not in plan, plan
+    # the overview: its counts and chart read the days shown, by the creation time's index, and compute no
+    # event's status from its operations (migration 6 stores it)
+    captured.clear()
+    tx.status_counts(1000.0)
+    tx.day_rows(1000.0)
+    for sql, params in captured:
+        plan = " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "SCAN" not in plan and "operations" not in plan, plan
     conn.close()
 
 
@@ -661,3 +752,185 @@ def test_a_claim_leases_every_call_it_returns(engine: StoreFactory) -> None:
 
     # the 2 left to "b"; once the leases ran out, all 5 are free again
     assert run(_with_store(engine, body)) == (3, 2, 5)
+
+
+# --- the status an operator sees, stored on the event (migration 6) -------------------------------------------
+
+
+def _shown_statuses_match_the_operations(tx: Transaction) -> dict[int, str]:
+    """Every event's stored status against the one computed from scratch — its own unless queued, else its
+    operations': dead wins, then pending, then delivered, else skipped — in the list, in every status filter
+    and in the overview's counts. Returns the computed statuses."""
+    from bridge.store.sql import SQLTransaction
+
+    own = dict(cast(SQLTransaction, tx)._x("SELECT id, status FROM events").fetchall())
+    computed: dict[int, str] = {}
+    for event_id, status in own.items():
+        if status == "queued":
+            ops = {op.status.value for op in tx.operations_of_event(event_id)}
+            status = next((s for s in ("dead", "pending", "delivered") if s in ops), "skipped")
+        computed[event_id] = status
+    assert {e.id: e.status for e in tx.list_events(EventFilter(limit=100_000))} == computed
+    for status in {*computed.values(), "dead", "pending", "delivered", "skipped", "duplicate", "ignored"}:
+        found = {e.id for e in tx.list_events(EventFilter(status=status, limit=100_000))}
+        assert found == {event_id for event_id, shown in computed.items() if shown == status}, status
+    counts = {key: n for key, n in tx.status_counts(None).items() if key[0] != "unparsed"}
+    assert sum(counts.values()) == len(computed)
+    assert {status for _, status in counts} == set(computed.values())
+    return computed
+
+
+def test_the_stored_status_follows_every_change_of_an_operation(engine: StoreFactory) -> None:
+    """A random walk over the primitives that insert operations or change their status — several operations
+    per event, every order — checking after each step that no event's stored status drifted."""
+    import random
+
+    from bridge.store.base import EventStatus, NewEvent
+
+    rng = random.Random(6)
+    own_statuses = [EventStatus.QUEUED] * 4 + [EventStatus.DUPLICATE, EventStatus.IGNORED, EventStatus.SKIPPED]
+
+    def new_event(tx: Transaction, n: int) -> None:
+        call_id, _ = tx.insert_call("shop", f"d{n}", 1.0, "POST", "/", "", {}, b"{}")
+        tx.finish_call(call_id, CallStatus.PROCESSED, None, 1.0)
+        own = rng.choice(own_statuses)
+        event_id = tx.insert_event(NewEvent(call_id, "shop", 0, "sale", "t", f"k{n}", {}, None, own), 1.0)
+        for m in range(rng.choice((0, 1, 1, 2, 3))):
+            status = rng.choice(list(OpStatus))
+            tx.insert_operation(
+                replace(_op("create", f"k{n}", target=f"k{n}~{m}"), status=status, event_id=event_id), 1.0
+            )
+
+    def step(tx: Transaction, n: int) -> None:
+        ids = [row[0] for row in cast(Any, tx)._x("SELECT id FROM operations").fetchall()]
+        choice = rng.randrange(7)
+        if choice == 0 or not ids:
+            new_event(tx, n)
+            return
+        op_id = rng.choice(ids)
+        if choice == 1:
+            tx.update_operation(op_id, 2.0, status=rng.choice(list(OpStatus)), reason=f"step {n}")
+        elif choice == 2:
+            tx.update_operation(op_id, 2.0, attempts=n, next_attempt_at=3.0)  # a retry: the status stays
+        elif choice == 3:
+            tx.cancel_unsent_operation(op_id, 2.0, "superseded")
+        elif choice == 4:
+            tx.replay_operation(op_id, 2.0)
+        elif choice == 5:
+            tx.claim_operations("w", 10.0, 20.0, 5)
+            tx.release_leases("w")
+        else:
+            tx.purge_bodies(10.0)
+
+    async def body(store: Store) -> None:
+        for n in range(12):
+            await store.run(lambda tx, n=n: new_event(tx, n))
+        seen: set[str] = set()
+        for n in range(12, 160):
+            await store.run(lambda tx, n=n: step(tx, n))
+            seen |= set((await store.run(_shown_statuses_match_the_operations)).values())
+        assert seen == {"dead", "pending", "delivered", "skipped", "duplicate", "ignored"}
+
+    run(_with_store(engine, body))
+
+
+def test_two_operations_of_one_event_finished_at_once_on_postgresql() -> None:
+    """Two processes finishing two operations of one event at the same moment: the second must compute the
+    event's status from the first's committed operation, not from what it saw before it waited."""
+    import threading
+
+    from bridge.store.base import EventStatus, NewEvent
+
+    with throwaway_schema() as url:
+        store = PostgresStore(url, pool_size=4)
+        run(store.open())
+        try:
+
+            def setup(tx: Transaction) -> tuple[int, int, int]:
+                call_id, _ = tx.insert_call("shop", "d", 1.0, "POST", "/", "", {}, b"{}")
+                event_id = tx.insert_event(
+                    NewEvent(call_id, "shop", 0, "refund", "t", "k", {}, None, EventStatus.QUEUED), 1.0
+                )
+                first = tx.insert_operation(replace(_op("delete", "k"), event_id=event_id), 1.0)
+                second = tx.insert_operation(replace(_op("create", "k", target="k~adj1"), event_id=event_id), 1.0)
+                return event_id, first, second
+
+            event_id, first, second = store.run_sync(setup)
+            finished, release = threading.Event(), threading.Event()
+
+            def finish_first(tx: Transaction) -> None:
+                tx.update_operation(first, 2.0, status=OpStatus.DELIVERED)
+                finished.set()
+                release.wait(10)  # its transaction is still open
+
+            holder = threading.Thread(target=store.run_sync, args=(finish_first,))
+            holder.start()
+            assert finished.wait(10)
+            other = threading.Thread(
+                target=store.run_sync, args=(lambda tx: tx.update_operation(second, 2.0, status=OpStatus.DELIVERED),)
+            )
+            other.start()
+            _wait_until_blocked(url)  # the second finish, on the event the first one moved
+            release.set()
+            holder.join(10)
+            other.join(10)
+            [shown] = store.run_sync(lambda tx: [e.status for e in tx.list_events(EventFilter()) if e.id == event_id])
+            assert shown == "delivered"
+            store.run_sync(_shown_statuses_match_the_operations)
+        finally:
+            run(store.close())
+
+
+def test_the_stored_status_matches_the_computed_one_through_a_bridges_life(
+    store_url: str, partnero: PartneroServer
+) -> None:
+    """The same check on what the worker, the ledger and the console really do: deliveries, a retry, a dead
+    letter requeued from the console, refunds (one superseding an unsent sale), a duplicate, sign-ups, and
+    the retention purge."""
+    from bridge import admin
+    from tests.inprocess_kit import LedgerBridge, fixture
+
+    def order(order_id: str, refunded: str | None = None, amount: int | None = None) -> dict[str, Any]:
+        # tests/fixtures/lemonsqueezy (SOURCES.md there): the id edited, a refund's amount when partial
+        body = fixture("lemonsqueezy", f"order_{refunded or 'created'}.json")
+        body["data"]["id"] = order_id
+        if amount is not None:
+            body["data"]["attributes"].update(refunded_amount=amount, refunded_amount_usd=amount)
+        return body
+
+    partnero.unknown_customer = "accept"
+    endpoints = {"lemon": {"provider": "lemonsqueezy", "secret": "s" * 16, "customer_key": ["email"]}}
+    with LedgerBridge(store_url, partnero, endpoints, signups={"token": "t" * 20}) as bridge:
+
+        def check() -> dict[int, str]:
+            return bridge.tx(_shown_statuses_match_the_operations)
+
+        bridge.receive("lemon", order("1"))
+        partnero.fail_next(1, status=500, method="POST", path="/v1/transactions")  # retried, then delivered
+        bridge.receive("lemon", order("2"))
+        bridge.receive("_signups", b'{"key": "acct-1", "email": "s@example.com"}', path="/signups")
+        bridge.drain()
+        assert sorted(check().values()) == ["delivered", "delivered", "skipped"]
+
+        partnero.fail_next(1, status=422, body={"message": "The amount field is required."}, method="POST")
+        bridge.receive("lemon", order("3"))
+        bridge.drain()
+        [dead] = [event_id for event_id, status in check().items() if status == "dead"]
+        assert bridge.run(admin.replay_one(bridge.store, str(dead))).replayed  # what the console's button does
+        assert check()[dead] == "pending"
+        bridge.drain()
+        assert check()[dead] == "delivered"
+
+        bridge.receive("lemon", order("1"))  # the provider sends the sale again: a duplicate
+        bridge.receive("lemon", order("1", "refunded"))
+        bridge.receive("lemon", order("2", "refunded_partial", 1000))
+        bridge.receive("lemon", order("4"))  # refunded before it was ever sent: the sale is superseded
+        bridge.receive("lemon", order("4", "refunded"))
+        bridge.run(bridge.worker.process_received())  # recorded, nothing delivered yet
+        check()
+        bridge.drain()
+        statuses = check()
+        assert {"delivered", "duplicate", "skipped"} <= set(statuses.values()) and "pending" not in statuses.values()
+
+        assert bridge.tx(lambda tx: tx.purge_bodies(time.time() + 1)) > 0
+        assert check() == statuses

@@ -51,17 +51,17 @@ def per_endpoint(rows: list[DayRow], now: float, days: int) -> list[EndpointDays
     labels = [day_label((first + i) * DAY) for i in range(days)]
     series: dict[str, EndpointDays] = {}
     for row in rows:
-        index = int(row.created_at // DAY) - first
+        index = int(row.day_start // DAY) - first
         if not 0 <= index < days:
             continue
         s = series.setdefault(row.endpoint, EndpointDays(row.endpoint, labels, [0] * days, [0] * days))
         if row.kind == "sale":
-            s.sales[index] += 1
+            s.sales[index] += row.events
             amount = _decimal(row.amount)
             if row.status == "delivered" and amount is not None and row.currency:
-                s.booked.setdefault(row.currency, [Decimal(0)] * days)[index] += amount
+                s.booked.setdefault(row.currency, [Decimal(0)] * days)[index] += amount * row.events
         elif row.kind in ("refund", "dispute"):
-            s.refunds[index] += 1
+            s.refunds[index] += row.events
     return [series[name] for name in sorted(series)]
 
 

@@ -269,14 +269,16 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class DayRow:
-    """One sale, refund or dispute event, as the overview's chart counts it."""
+    """Sale, refund or dispute events of one UTC day that the overview's chart counts alike: the same
+    endpoint, kind and status, and for delivered sales (the only ones it books) the same amount and currency."""
 
-    created_at: float
+    day_start: float  # unix seconds
     endpoint: str
     kind: str
     status: str
-    amount: str | None
-    currency: str | None
+    amount: str | None  # delivered sales only
+    currency: str | None  # delivered sales only
+    events: int = 1
 
 
 class Transaction(Protocol):
@@ -408,7 +410,8 @@ class Transaction(Protocol):
 
     def queue_stats(self) -> QueueStats: ...
     def day_rows(self, since: float) -> list[DayRow]:
-        """Sale, refund and dispute events created since `since`, oldest first."""
+        """Sale, refund and dispute events created since `since`, counted per day; in the order each row's
+        first event was created."""
         ...
 
 

@@ -23,9 +23,11 @@ from bridge.store.migrations import (
     CUSTOMER_MEMORY,
     POSTGRES_EVENT_EMAIL,
     POSTGRES_KEY_TAIL,
+    POSTGRES_SHOWN_STATUS,
     SEARCH_INDEXES,
     pending,
     record,
+    statements,
 )
 from bridge.store.sql import POSTGRES, SQLTransaction
 from bridge.store.waiters import Waiter, resolve
@@ -161,7 +163,14 @@ SELECT DISTINCT ON (scope, value) scope, 'email', value, customer_key, used_at, 
 V5_SEARCH_INDEXES = SEARCH_INDEXES.format(email=POSTGRES_EVENT_EMAIL, tail=POSTGRES_KEY_TAIL)
 
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY, V5_SEARCH_INDEXES)
+MIGRATIONS: tuple[str, ...] = (
+    V1_INITIAL,
+    V2_CALL_LEASES,
+    V3_CONSOLE,
+    V4_CUSTOMER_MEMORY,
+    V5_SEARCH_INDEXES,
+    POSTGRES_SHOWN_STATUS,
+)
 _MIGRATION_LOCK = 0x7062_6D69_6772  # advisory lock id: one migrating process at a time
 # threads (and connections) kept for urgent work, a webhook's insert, beside the pool's others: with 2,
 # ingest on PostgreSQL was 940 req/s under wrk, with 6 1,240 (each insert is its own transaction)
@@ -203,9 +212,8 @@ class PostgresStore:
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             for version, script in pending(conn, migrations):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(script):
+                    conn.execute(statement)
                 record(conn, version, "%s")
                 applied.append(version)
         return applied

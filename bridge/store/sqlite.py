@@ -28,8 +28,10 @@ from bridge.store.migrations import (
     SEARCH_INDEXES,
     SQLITE_EVENT_EMAIL,
     SQLITE_KEY_TAIL,
+    SQLITE_SHOWN_STATUS,
     pending,
     record,
+    statements,
 )
 from bridge.store.sql import SQLITE, SQLTransaction
 from bridge.store.waiters import Waiter, resolve
@@ -167,7 +169,14 @@ SELECT scope, 'email', value, customer_key, MIN(used_at), source, MIN(used_at) F
 V5_SEARCH_INDEXES = SEARCH_INDEXES.format(email=SQLITE_EVENT_EMAIL, tail=SQLITE_KEY_TAIL)
 
 # forward only: a released migration is never edited, a change is a new entry
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_CALL_LEASES, V3_CONSOLE, V4_CUSTOMER_MEMORY, V5_SEARCH_INDEXES)
+MIGRATIONS: tuple[str, ...] = (
+    V1_INITIAL,
+    V2_CALL_LEASES,
+    V3_CONSOLE,
+    V4_CUSTOMER_MEMORY,
+    V5_SEARCH_INDEXES,
+    SQLITE_SHOWN_STATUS,
+)
 
 
 def path_from_url(url: str) -> str:
@@ -321,9 +330,8 @@ class SQLiteStore:
         for version, script in pending(conn, migrations):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(script):
+                    conn.execute(statement)
                 record(conn, version)
                 conn.execute("COMMIT")
             except BaseException:
