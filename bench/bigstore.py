@@ -245,6 +245,7 @@ def main() -> None:
                 ("events ?q= nothing matches", "/admin/events?q=no-such-key"),
                 ("dead letters /admin/dead", "/admin/dead"),
                 ("one event", f"/admin/events/{args.events // 2}"),
+                ("Prometheus scrape /metrics", "/metrics"),
             ]
             rows = []
             for name, path in pages:

@@ -96,14 +96,14 @@ async def list_rows(store: Store, flt: EventFilter) -> list[dict[str, Any]]:
             del row["_ts"]
         return rows[flt.offset : flt.offset + flt.limit]
 
-    return await store.run(read)
+    return await store.read(read)
 
 
 async def show(store: Store, ident: str) -> dict[str, Any]:
     """One event with its normalized data and the timeline of every Partnero attempt."""
     if ident.startswith(CALL_PREFIX):
         call_id = _number(ident.removeprefix(CALL_PREFIX), ident)
-        call = await store.run(lambda tx: tx.get_call(call_id))
+        call = await store.read(lambda tx: tx.get_call(call_id))
         if call is None:
             raise AdminError(f"no call {ident}")
         return {
@@ -162,7 +162,7 @@ async def show(store: Store, ident: str) -> dict[str, Any]:
             "operations": operations,
         }
 
-    detail = await store.run(read)
+    detail = await store.read(read)
     if detail is None:
         raise AdminError(f"no event {ident}")
     return detail

@@ -84,7 +84,7 @@ async def overview(config: Config, store: Store, worker: Worker | None) -> dict[
             "rows": tx.day_rows(now - CHART_DAYS * 86400),
         }
 
-    got = await store.run(read)
+    got = await store.read(read)
     statuses = sorted({s for _, s in got["day"]} | {s for _, s in got["week"]})
     counts = [
         {
@@ -118,7 +118,7 @@ async def gauges(config: Config, store: Store, worker: Worker | None) -> StoreGa
     def read(tx: Transaction) -> tuple[Any, ...]:
         return tx.queue_stats(), tx.status_counts(None), tx.paused_programs()
 
-    queue, events, paused = await store.run(read)
+    queue, events, paused = await store.read(read)
     rows = program_rows(config, paused, worker, now)
     oldest = queue.oldest_pending_at
     return StoreGauges(
@@ -197,7 +197,7 @@ async def event_detail(config: Config, store: Store, ident: str) -> dict[str, An
             }
         return {"stored_call": stored, "ledger": ledger}
 
-    return {**detail, **await store.run(read)}
+    return {**detail, **await store.read(read)}
 
 
 def _secrets(config: Config, endpoint: str | None) -> tuple[str, ...]:

@@ -439,6 +439,12 @@ class Store(Protocol):
         urgent work must be plain statements with no effect outside the transaction."""
         ...
 
+    async def read(self, work: Callable[[Transaction], T]) -> T:
+        """Work that only reads (an operator's page, a metrics scrape), in a snapshot of its own. SQLite runs
+        it on a reader connection beside the one writer (WAL lets them go side by side), so a long read
+        over a large store never holds up a webhook's insert; PostgreSQL as `run`."""
+        ...
+
     async def run_each(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
         """Every piece of work in order, each in a savepoint of its own, under as few commits as the engine
         can: a piece that raises is rolled back alone and its exception takes its place in the answer

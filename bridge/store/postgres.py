@@ -282,6 +282,9 @@ class PostgresStore:
                 results.append((waiter, None, exc))
         return results
 
+    async def read(self, work: Callable[[Transaction], T]) -> T:
+        return await self.run(work)  # the pool's connections already read beside each other and the writers
+
     async def run_each(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._run_each_sync, works)
 

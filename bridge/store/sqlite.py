@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -224,6 +224,11 @@ class SQLiteStore:
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
         self._owner_lock: int | None = None
+        # reads beside the writer (`read`): a thread each, with a connection of its own
+        self._readers = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="sqlite-reader")
+        self._reader_local = threading.local()
+        self._reader_lock = threading.Lock()
+        self._reader_conns: list[sqlite3.Connection] = []
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -260,6 +265,13 @@ class SQLiteStore:
         if self._owner_lock is not None:
             os.close(self._owner_lock)  # closing the descriptor releases the lock
             self._owner_lock = None
+        self._readers.shutdown(wait=True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        self._readers = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="sqlite-reader")
+        self._reader_local = threading.local()
         if self._thread is None:
             return
         self._queue.put(None)
@@ -283,6 +295,28 @@ class SQLiteStore:
         else:
             self._queue.put((work, (loop, future)))
         return await future
+
+    async def read(self, work: Callable[[Transaction], T]) -> T:
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("store is not open")
+        if self.path == ":memory:":
+            return await self.run(work)  # another connection would open another, empty, database
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read_sync, work)
+
+    def _read_sync(self, work: Callable[[Transaction], T]) -> T:
+        conn = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")  # a write here would bypass the writer's ordering
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._reader_local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        conn.execute("BEGIN")  # one snapshot for the whole read
+        try:
+            return work(SQLTransaction(conn, SQLITE))
+        finally:
+            conn.execute("COMMIT")
 
     async def run_each(self, works: Sequence[Callable[[Transaction], T]]) -> list[T | Exception]:
         if self._thread is None or not self._thread.is_alive():
@@ -430,6 +464,8 @@ class SQLiteStore:
             results.append((waiter, value, None))
 
 
+# connections that read beside the writer: an operator's pages and a metrics scrape
+READER_THREADS = 2
 # with urgent work waiting, a commit of queued work ends after the piece running past this
 URGENT_AFTER_SECONDS = 0.002
 _URGENT = object()  # put in the queue to wake the writer for urgent work
