@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from bridge.store.base import Transaction
 from bridge.store.migrations import (
     CUSTOMER_MEMORY,
+    EVENT_STATUS_COUNTS,
     POSTGRES_EVENT_EMAIL,
     POSTGRES_KEY_TAIL,
     POSTGRES_SHOWN_STATUS,
@@ -170,6 +171,7 @@ MIGRATIONS: tuple[str, ...] = (
     V4_CUSTOMER_MEMORY,
     V5_SEARCH_INDEXES,
     POSTGRES_SHOWN_STATUS,
+    EVENT_STATUS_COUNTS,
 )
 _MIGRATION_LOCK = 0x7062_6D69_6772  # advisory lock id: one migrating process at a time
 # threads (and connections) kept for urgent work, a webhook's insert, beside the pool's others: with 2,

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from bridge.store.base import StoreInUse, Transaction
 from bridge.store.migrations import (
     CUSTOMER_MEMORY,
+    EVENT_STATUS_COUNTS,
     SEARCH_INDEXES,
     SQLITE_EVENT_EMAIL,
     SQLITE_KEY_TAIL,
@@ -176,6 +177,7 @@ MIGRATIONS: tuple[str, ...] = (
     V4_CUSTOMER_MEMORY,
     V5_SEARCH_INDEXES,
     SQLITE_SHOWN_STATUS,
+    EVENT_STATUS_COUNTS,
 )
 
 
