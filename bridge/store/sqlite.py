@@ -227,7 +227,7 @@ class SQLiteStore:
         self._open_error: BaseException | None = None
         self._owner_lock: int | None = None
         # reads beside the writer (`read`): a thread each, with a connection of its own
-        self._readers = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="sqlite-reader")
+        self._readers: ThreadPoolExecutor | None = None  # made by `open`: threads are new each time
         self._reader_local = threading.local()
         self._reader_lock = threading.Lock()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -239,6 +239,7 @@ class SQLiteStore:
     async def open(self) -> None:
         if self.path != ":memory:":
             create_private(Path(self.path))
+        self._readers = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="sqlite-reader")
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()
         await asyncio.get_running_loop().run_in_executor(None, self._opened.wait)
@@ -267,13 +268,13 @@ class SQLiteStore:
         if self._owner_lock is not None:
             os.close(self._owner_lock)  # closing the descriptor releases the lock
             self._owner_lock = None
-        self._readers.shutdown(wait=True)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
         with self._reader_lock:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
-        self._readers = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="sqlite-reader")
-        self._reader_local = threading.local()
         if self._thread is None:
             return
         self._queue.put(None)
@@ -303,6 +304,7 @@ class SQLiteStore:
             raise RuntimeError("store is not open")
         if self.path == ":memory:":
             return await self.run(work)  # another connection would open another, empty, database
+        assert self._readers is not None  # made by `open`, before the writer started
         return await asyncio.get_running_loop().run_in_executor(self._readers, self._read_sync, work)
 
     def _read_sync(self, work: Callable[[Transaction], T]) -> T:
